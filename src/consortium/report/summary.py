@@ -1,0 +1,74 @@
+"""The comparison table of an experiment: one row per method, read back from its run folder.
+
+Reading from the files (not from memory) means ``consortium report RUN_DIR`` shows exactly
+what a finished, resumed or copied run holds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+COLUMNS: list[tuple[str, str]] = [
+    ("test_accuracy", "test acc"),
+    ("mean_client_accuracy", "mean member acc"),
+    ("min_client_accuracy", "min member acc"),
+    ("rounds", "rounds"),
+    ("wall_time_s", "time (s)"),
+    ("bytes_up_total", "MB up"),
+    ("bytes_down_total", "MB down"),
+    ("client_failures", "failures"),
+    ("replies_rejected", "rejected"),
+]
+
+
+def method_dirs(run_dir: Path) -> list[Path]:
+    """Method folders of an experiment run (those holding a summary), in the configured order."""
+    run_dir = Path(run_dir)
+    order: list[str] = []
+    config = run_dir / "config.json"
+    if config.exists():
+        order = list(json.loads(config.read_text()).get("methods", []))
+    found = {p.name: p for p in run_dir.iterdir() if (p / "summary.json").exists()}
+    return [found[m] for m in order if m in found] + sorted(
+        p for n, p in found.items() if n not in order
+    )
+
+
+def collect(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Summary of each method, by method name."""
+    return {p.name: json.loads((p / "summary.json").read_text()) for p in method_dirs(run_dir)}
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "—"
+    if key.startswith("bytes"):
+        return f"{value / 1e6:.2f}"
+    if isinstance(value, float):
+        return f"{value:.1f}" if key == "wall_time_s" else f"{value:.4f}"
+    return str(value)
+
+
+def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[list[str]]:
+    return [[name] + [_fmt(k, s.get(k)) for k, _ in COLUMNS] for name, s in summaries.items()]
+
+
+def summary_table(summaries: dict[str, dict[str, Any]], title: str = "") -> Table:
+    table = Table(title=title or None)
+    table.add_column("method", style="bold")
+    for _, label in COLUMNS:
+        table.add_column(label, justify="right")
+    for row in summary_rows(summaries):
+        table.add_row(*row)
+    return table
+
+
+def summary_markdown(summaries: dict[str, dict[str, Any]]) -> str:
+    header = ["method"] + [label for _, label in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(summaries)]
+    return "\n".join(lines) + "\n"

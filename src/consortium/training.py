@@ -1,0 +1,178 @@
+"""Local supervised training and evaluation, shared by members and reference trainers.
+
+Federated and centralised runs call the same functions with the same batch order, so any
+difference between them is the federation's doing, not the training loop's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LocalTrainConfig:
+    """How a member (or the centralised reference) trains on its samples.
+
+    Attributes
+    ----------
+    epochs
+        Passes over the local training samples per round.
+    batch_size
+        Mini-batch size; the last batch of an epoch may be smaller.
+    lr
+        Learning rate.
+    optimizer
+        ``"sgd"`` or ``"adam"``; a fresh optimiser per round unless a method keeps its state.
+    momentum
+        SGD momentum.
+    weight_decay
+        L2 penalty applied by the optimiser.
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+
+    def as_config(self) -> dict[str, Any]:
+        """Flat form for a message's config."""
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LocalTrainConfig:
+        """Read the fields this class knows from a message's config."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in config.items() if k in names})  # type: ignore[arg-type]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def batch_order(indices: np.ndarray, batch_size: int, seed: int, epochs: int) -> list[np.ndarray]:
+    """The mini-batches (index arrays) of ``epochs`` shuffled passes over ``indices``."""
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    for _ in range(epochs):
+        perm = indices[rng.permutation(len(indices))]
+        out.extend(perm[i : i + batch_size] for i in range(0, len(perm), batch_size))
+    return out
+
+
+def make_optimizer(params: Any, cfg: LocalTrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def cross_entropy(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(xb), yb)
+
+
+def train_batches(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    batches: list[np.ndarray],
+    cfg: LocalTrainConfig,
+    *,
+    device: torch.device | None = None,
+    loss_fn: LossFn = cross_entropy,
+    prox_mu: float = 0.0,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, float]:
+    """Run one optimiser step per batch; returns mean loss and counts.
+
+    ``prox_mu > 0`` adds FedProx's proximal term (mu/2)·||w - w_start||² that keeps a member
+    near the model it received.
+    """
+    device = device or next(model.parameters()).device
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer or make_optimizer(params, cfg)
+    anchor = [p.detach().clone() for p in params] if prox_mu > 0 else None
+    total, seen = 0.0, 0
+    for idx in batches:
+        xb = torch.from_numpy(x[idx]).to(device, non_blocking=True)
+        yb = torch.from_numpy(y[idx]).to(device, non_blocking=True)
+        loss = loss_fn(model, xb, yb)
+        if anchor is not None:
+            prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
+            loss = loss + 0.5 * prox_mu * prox
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+    return {"train_loss": total / max(seen, 1), "num_examples": float(seen), "steps": len(batches)}
+
+
+def train_local(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    indices: np.ndarray,
+    cfg: LocalTrainConfig,
+    seed: int,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """Train ``cfg.epochs`` shuffled epochs on ``x[indices]``; see :func:`train_batches`."""
+    if len(indices) == 0:
+        return {"train_loss": 0.0, "num_examples": 0.0, "steps": 0}
+    torch.manual_seed(seed)
+    batches = batch_order(np.asarray(indices), cfg.batch_size, seed, cfg.epochs)
+    result = train_batches(model, x, y, batches, cfg, **kwargs)
+    result["num_examples"] = float(len(indices))
+    return result
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    indices: np.ndarray | None = None,
+    *,
+    batch_size: int = 1024,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Accuracy and mean cross-entropy on ``x[indices]`` (all rows when ``indices`` is None)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    n = len(y) if indices is None else len(indices)
+    if n == 0:
+        return {"accuracy": float("nan"), "loss": float("nan"), "num_examples": 0.0}
+    correct, loss = 0, 0.0
+    for start in range(0, n, batch_size):
+        sel = slice(start, start + batch_size)
+        idx = sel if indices is None else indices[sel]
+        xb = torch.from_numpy(x[idx]).to(device)
+        yb = torch.from_numpy(y[idx]).to(device)
+        logits = model(xb)
+        loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    return {"accuracy": correct / n, "loss": loss / n, "num_examples": float(n)}
