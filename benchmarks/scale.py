@@ -3,7 +3,10 @@
 Each member count runs in a fresh subprocess so its peak resident memory is its own. Memory
 should stay flat in the number of idle members: members exist only while they handle a message.
 
-    python benchmarks/scale.py [--clients 100 1000] [--fraction 0.1] [--rounds 3]
+    python benchmarks/scale.py [--configs 100:10 1000:10 1000:100] [--rounds 3]
+
+A config ``N:K`` is N members of which K are sampled per round: ``100:10`` against ``1000:10``
+shows memory flat in idle members; ``1000:100`` is 1,000 members with 10 % per round.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 import time
 
 
-def worker(num_clients: int, fraction: float, rounds: int, dataset: str) -> dict:
+def worker(num_clients: int, per_round: int, rounds: int, dataset: str) -> dict:
     import torch
 
     from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
@@ -42,7 +45,7 @@ def worker(num_clients: int, fraction: float, rounds: int, dataset: str) -> dict
 
     cfg = FedAvgConfig(
         rounds=rounds,
-        clients_per_round=fraction,
+        clients_per_round=min(per_round, data.num_clients),
         local=LocalTrainConfig(epochs=1, batch_size=32),
         eval_every=10**6,
         evaluate_clients=False,
@@ -70,25 +73,28 @@ def worker(num_clients: int, fraction: float, rounds: int, dataset: str) -> dict
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
-    p.add_argument("--fraction", type=float, default=0.1)
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        default=["100:10", "1000:10", "1000:100"],
+        help="MEMBERS:PER_ROUND pairs",
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, args.fraction, args.rounds, args.dataset)))
+        n, k = (int(v) for v in args.worker.split(":"))
+        print(json.dumps(worker(n, k, args.rounds, args.dataset)))
         return
-    for n in args.clients:
+    for config in args.configs:
         out = (
             subprocess.run(
                 [
                     sys.executable,
                     __file__,
                     "--worker",
-                    str(n),
-                    "--fraction",
-                    str(args.fraction),
+                    config,
                     "--rounds",
                     str(args.rounds),
                     "--dataset",

@@ -143,7 +143,8 @@ def _load_fashion_mnist(path: str | Path | None = None) -> DatasetSplits:
     arr = {k: read_idx(_find_idx(folder, stem)) for k, stem in _FMNIST_FILES.items()}  # type: ignore[arg-type]
 
     def split(x: np.ndarray, y: np.ndarray) -> Dataset:
-        images = (x.astype(np.float32) / 255.0)[:, None, :, :]
+        images = x.astype(np.float32)[:, None, :, :]
+        images /= 255.0  # in place: one float copy of the images, not two
         return Dataset("fashion_mnist", images, y.astype(np.int64), 10)
 
     return DatasetSplits(split(arr["train_x"], arr["train_y"]), split(arr["test_x"], arr["test_y"]))

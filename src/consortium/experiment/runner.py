@@ -36,6 +36,7 @@ class ExperimentResult:
     summaries: dict[str, dict[str, Any]]
 
 
+MAX_MEMBERS_PRINTED = 30
 DataBuilder = Callable[[Experiment], Any]
 _DATA_BUILDERS: dict[str, DataBuilder] = {}
 
@@ -110,9 +111,12 @@ def run_experiment(
     prepare_run_dir(exp, run_dir, resume, overwrite)
     data = build_data(exp)
     table = data.report_table()
-    console.print(table)
     with open(run_dir / "partition.txt", "w") as fh:
         Console(file=fh, width=200).print(table)
+    if data.num_clients <= MAX_MEMBERS_PRINTED:
+        console.print(table)
+    else:
+        console.print(f"{data.num_clients} members; partition table in {run_dir / 'partition.txt'}")
     env = Env(exp, data)
     fed = exp.federation
     results: dict[str, RunResult] = {}
