@@ -45,6 +45,26 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(demo)
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    unl = sub.add_parser("unlearn", help="remove a class, a member or samples from a saved model")
+    unl.add_argument("run_dir", type=Path)
+    who = unl.add_argument_group("what to forget (class, class at a member, a member, samples)")
+    who.add_argument("--class", dest="class_id", type=int, help="class to forget")
+    who.add_argument("--client", dest="client_id", type=int, help="member whose data is forgotten")
+    who.add_argument(
+        "--samples", type=_int_list, help="comma-separated pool ids of --client's samples"
+    )
+    unl.add_argument("--from", dest="source", default=None, help="method folder holding model.npz")
+    unl.add_argument("--methods", type=_str_list, help="comma-separated unlearning methods")
+    _run_options(unl)
+    unl.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="unlearning options, e.g. --set unlearn.ratio=0.05",
+    )
+
     rep = sub.add_parser(
         "report", help="print the summary table of a run folder and redraw its plots"
     )
@@ -55,11 +75,45 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def _str_list(text: str) -> list[str]:
+    return [v for v in text.split(",") if v]
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="run folder (default: OUTPUT_DIR/NAME)")
     p.add_argument("--resume", action="store_true", help="continue the run in the run folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _unlearn_overrides(args: argparse.Namespace) -> list[str]:
+    """Turn the unlearn flags into ``unlearn.*`` overrides of the saved configuration."""
+    out: list[str] = []
+    if args.samples:
+        kind = "samples"
+    elif args.class_id is not None:
+        kind = "class_at_client" if args.client_id is not None else "class"
+    elif args.client_id is not None:
+        kind = "client"
+    else:
+        kind = None
+    if kind is not None:
+        out.append(f'unlearn.kind="{kind}"')
+    if args.class_id is not None:
+        out.append(f"unlearn.class_id={args.class_id}")
+    if args.client_id is not None:
+        out.append(f"unlearn.client_id={args.client_id}")
+    if args.samples:
+        out.append(f"unlearn.sample_ids={args.samples}")
+    if args.source:
+        out.append(f'unlearn.source="{args.source}"')
+    if args.methods:
+        out.append("unlearn.methods=[" + ",".join(f'"{m}"' for m in args.methods) + "]")
+    return out + list(args.overrides)
 
 
 def _demo_path() -> Path:
@@ -90,6 +144,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.out,
                 resume=args.resume,
                 overwrite=overwrite,
+                progress=not args.no_progress,
+                console=console,
+            )
+        elif args.command == "unlearn":
+            from consortium.experiment.unlearn import run_unlearning
+
+            exp = load_experiment(args.run_dir / "config.toml", _unlearn_overrides(args))
+            if exp.unlearn is None:
+                raise ConfigError("unlearn: say what to forget: --class, --client or --samples")
+            run_unlearning(
+                exp,
+                args.run_dir,
+                exp.unlearn,
+                out=args.out,
+                resume=args.resume,
+                overwrite=args.overwrite,
                 progress=not args.no_progress,
                 console=console,
             )

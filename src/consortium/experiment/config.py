@@ -99,6 +99,56 @@ class FederationSection(Section):
         return self
 
 
+UNLEARNING_METHODS = (
+    "selective",
+    "selective_server",
+    "retrain",
+    "finetune",
+    "gradient_ascent",
+    "tfidf_prune",
+)
+
+
+class UnlearnSection(Section):
+    """A right-to-be-forgotten request run on a trained model (``consortium unlearn`` or an
+    ``[unlearn]`` table in the experiment)."""
+
+    kind: Literal["class", "class_at_client", "client", "samples"] = "class"
+    class_id: int | None = Field(None, ge=0, description="class to forget")
+    client_id: int | None = Field(None, ge=0, description="member whose data is forgotten")
+    sample_ids: list[int] = Field(default_factory=list, description="pool ids (samples requests)")
+    source: str = Field("fedavg", description="method folder whose model.npz is unlearned")
+    methods: list[str] = Field(default_factory=lambda: list(UNLEARNING_METHODS), min_length=1)
+    score: Literal["ablation", "tfidf"] = "ablation"
+    contrast: bool = True
+    ratio: float = Field(0.1, gt=0, le=1, description="fraction of channels fine-tuned")
+    per_layer: bool = True
+    rounds: int = Field(2, ge=1, description="selective fine-tuning rounds")
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(0.01, gt=0)
+    forget_loss: Literal["random_label", "ascent", "uniform"] = "random_label"
+    forget_weight: float = Field(1.0, ge=0)
+    baseline_rounds: int = Field(2, ge=1, description="fine-tune / ascent / prune rounds")
+    retrain_rounds: int | None = Field(None, ge=1, description="default: federation.rounds")
+    shadow_attack: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> UnlearnSection:
+        unknown = [m for m in self.methods if m not in UNLEARNING_METHODS]
+        if unknown:
+            raise ValueError(
+                f"unknown unlearning method {unknown[0]!r}; "
+                f"choose from {', '.join(UNLEARNING_METHODS)}"
+            )
+        if self.kind in ("class", "class_at_client") and self.class_id is None:
+            raise ValueError(f"a {self.kind} request needs class_id")
+        if self.kind != "class" and self.client_id is None:
+            raise ValueError(f"a {self.kind} request needs client_id")
+        if self.kind == "samples" and not self.sample_ids:
+            raise ValueError("a samples request needs sample_ids")
+        return self
+
+
 class Experiment(Section):
     """A whole experiment: data, model, training, federation and the methods to compare."""
 
@@ -111,6 +161,7 @@ class Experiment(Section):
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)
     federation: FederationSection = Field(default_factory=FederationSection)
+    unlearn: UnlearnSection | None = None
     method_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     def to_toml_dict(self) -> dict[str, Any]:

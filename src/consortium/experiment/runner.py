@@ -143,5 +143,17 @@ def run_experiment(
             description=name,
         )
     console.print(write_report(run_dir))
+    if exp.unlearn is not None:
+        from consortium.experiment.unlearn import run_unlearning
+
+        run_unlearning(
+            exp,
+            run_dir,
+            exp.unlearn,
+            resume=resume,
+            overwrite=not resume,
+            progress=progress,
+            console=console,
+        )
     console.print(f"run folder: {run_dir}")
     return ExperimentResult(run_dir, results, {n: r.summary for n, r in results.items()})

@@ -1,0 +1,1 @@
+"""Metrics shared across methods: unlearning verification (and more as methods land)."""

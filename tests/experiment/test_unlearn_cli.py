@@ -1,0 +1,97 @@
+"""`consortium unlearn` on a saved run, as a user calls it."""
+
+import json
+
+import pytest
+
+from consortium.cli import main
+
+RUN = """
+name = "base"
+seed = 0
+methods = ["fedavg"]
+[data]
+dataset = "digits"
+num_clients = 4
+[model]
+name = "cnn"
+[train]
+epochs = 2
+[federation]
+rounds = 8
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("unlearn")
+    exp = tmp / "exp.toml"
+    exp.write_text(RUN)
+    assert main(["run", str(exp), "--out", str(tmp / "run"), "--no-progress"]) == 0
+    return tmp / "run"
+
+
+def test_unlearn_a_class_writes_results(run_dir, capsys):
+    args = [
+        "unlearn",
+        str(run_dir),
+        "--class",
+        "2",
+        "--methods",
+        "selective,finetune",
+        "--no-progress",
+        "--set",
+        "unlearn.shadow_attack=false",
+    ]
+    assert main(args) == 0
+    out = run_dir / "unlearn-class2"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"original", "selective", "finetune"}
+    assert summary["selective"]["forget_accuracy"] < summary["original"]["forget_accuracy"]
+    assert (out / "unlearning.png").exists()
+    assert (out / "selective" / "model.npz").exists()
+    assert "forget acc" in capsys.readouterr().out
+    assert main(args) == 2  # results exist: not overwritten silently
+    assert "--resume or --overwrite" in capsys.readouterr().err
+
+
+def test_unlearn_a_members_samples(run_dir, capsys):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["data"]["num_clients"] == 4
+    from consortium.experiment import load_experiment
+    from consortium.experiment.runner import build_data
+
+    data = build_data(load_experiment(run_dir / "config.toml"))
+    ids = data.client(1).train_indices[:5].tolist()
+    args = [
+        "unlearn",
+        str(run_dir),
+        "--client",
+        "1",
+        "--samples",
+        ",".join(map(str, ids)),
+        "--methods",
+        "selective,gradient_ascent",
+        "--no-progress",
+        "--set",
+        "unlearn.shadow_attack=false",
+    ]
+    assert main(args) == 0
+    summary = json.loads((run_dir / "unlearn-client1-samples5" / "summary.json").read_text())
+    assert {"selective", "gradient_ascent"} <= set(summary)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], "say what to forget"),
+        (["--client", "9"], "no member 9"),
+        (["--class", "2", "--methods", "bogus"], "unknown unlearning method"),
+        (["--client", "1", "--samples", "999999"], "not member 1's training samples"),
+        (["--class", "2", "--from", "nothing"], "no saved model"),
+    ],
+)
+def test_bad_requests_exit_2(run_dir, capsys, flags, expected):
+    assert main(["unlearn", str(run_dir), *flags, "--no-progress", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
