@@ -70,9 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("run_dir", type=Path)
 
+    fl = sub.add_parser(
+        "flower",
+        add_help=False,
+        help="Flower app folder, TLS certificates, SuperNode keys (docs/flower.md)",
+    )
+    fl.add_argument("args", nargs=argparse.REMAINDER)
+
     sub.add_parser("methods", help="list the methods an experiment can name")
     sub.add_parser("datasets", help="list the datasets an experiment can name")
     return p
+
+
+def _flower(argv: list[str]) -> int:
+    try:
+        from consortium.runtime.flower.__main__ import main as flower_main
+    except ImportError:
+        print('consortium: error: needs pip install "consortium[flower]"', file=sys.stderr)
+        return 2
+    return flower_main(argv, prog="consortium flower")
 
 
 def _int_list(text: str) -> list[int]:
@@ -121,6 +137,9 @@ def _demo_path() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["flower"]:  # its own command line, options included
+        return _flower(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR,

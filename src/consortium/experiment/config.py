@@ -87,7 +87,12 @@ class FederationSection(Section):
         None, gt=0, description="replies above this size are rejected"
     )
     eval_every: int = Field(1, ge=1)
-    runtime: Literal["local"] = "local"
+    runtime: Literal["local", "flower-simulation"] = Field(
+        "local", description="local (in-process) | flower-simulation (Ray; consortium[flower])"
+    )
+    simulation_cpus: int | None = Field(None, ge=1, description="CPUs Ray may use (default: all)")
+    cpus_per_client: float = Field(1.0, gt=0, description="CPUs per simulated member")
+    gpus_per_client: float = Field(0.0, ge=0, description="GPUs per simulated member")
 
     @model_validator(mode="after")
     def _check_sampling(self) -> FederationSection:
@@ -96,6 +101,8 @@ class FederationSection(Section):
             raise ValueError(f"clients_per_round as a fraction must be in (0, 1], got {c}")
         if isinstance(c, int) and c < 1:
             raise ValueError(f"clients_per_round must be >= 1, got {c}")
+        if self.runtime != "local" and self.failure_rate > 0:
+            raise ValueError("failure_rate (simulated dropouts) needs runtime = 'local'")
         return self
 
 

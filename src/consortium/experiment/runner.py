@@ -123,6 +123,26 @@ def run_experiment(
     for name in exp.methods:
         spec = get_method(name)
         workflow, app = spec.build(env, exp.method_options[name])
+        method_dir = run_dir / name
+        resuming = resume and load_checkpoint(method_dir) is not None
+        if fed.runtime == "flower-simulation":
+            try:
+                from consortium.runtime.flower import run_method_on_flower_simulation
+            except ImportError:
+                raise ConfigError(
+                    'federation.runtime = "flower-simulation" needs: '
+                    'pip install "consortium[flower]"'
+                ) from None
+            results[name] = run_method_on_flower_simulation(
+                exp,
+                name,
+                workflow,
+                data.num_clients,
+                run_dir=method_dir,
+                resume=resuming,
+                progress=progress,
+            )
+            continue
         grid = LocalRuntime(
             app,
             data.client,
@@ -132,8 +152,6 @@ def run_experiment(
             min_replies=fed.min_replies,
             max_reply_bytes=None if fed.max_reply_mb is None else int(fed.max_reply_mb * 1e6),
         )
-        method_dir = run_dir / name
-        resuming = resume and load_checkpoint(method_dir) is not None
         results[name] = run_workflow(
             workflow,
             grid,

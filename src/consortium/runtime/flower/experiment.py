@@ -1,0 +1,283 @@
+"""Experiment files on Flower: the app objects ``flwr run`` loads, and the app folder writer.
+
+This is the application layer of the Flower runtime (it reads experiment files and builds
+methods, as ``consortium.experiment.runner`` does in-process); the runtime proper
+(``grid``, ``apps``, ``records``) knows no experiment and no algorithm.
+
+A Flower app folder written by :func:`write_flower_app` holds one ``pyproject.toml`` whose
+components point at :data:`serverapp` and :data:`clientapp` below and whose run config holds
+the resolved experiment:
+
+=================== ==========================================================================
+run config key      meaning
+=================== ==========================================================================
+``experiment``      the experiment, as TOML text (what ``consortium run`` would read)
+``method``          which of the experiment's methods this Flower run runs
+``run-dir``         the server's run folder (relative paths: to the SuperLink's working folder)
+``data-path``       the server's dataset folder, if not the experiment's ``data.path``
+``reply-timeout``   seconds to wait for one exchange's replies (0: until Flower reports them)
+``connect-timeout`` seconds to wait for every member's SuperNode to join
+``resume``          continue the run in ``run-dir`` from its last checkpoint
+=================== ==========================================================================
+
+Each SuperNode says which member it is with ``--node-config``:
+
+=================== ==========================================================================
+node config key     meaning
+=================== ==========================================================================
+``partition-id``    the member id, ``0 .. num-partitions - 1`` (required)
+``num-partitions``  the number of members (must equal the experiment's ``data.num_clients``)
+``data-path``       this machine's dataset folder, if not the experiment's ``data.path``
+``device``          ``cpu``, ``cuda``, ``cuda:1``, ... (default: the experiment's ``device``)
+=================== ==========================================================================
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from consortium.runtime.flower.apps import (
+    AppSettings,
+    Member,
+    ServerRun,
+    flower_client_app,
+    flower_server_app,
+)
+
+MODULE = "consortium.runtime.flower.experiment"
+
+
+def _experiment(settings: AppSettings) -> Any:
+    from consortium.experiment import experiment_from_dict
+
+    text = settings.run_config.get("experiment")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(
+            "the Flower run config has no 'experiment': write the app with "
+            "consortium.runtime.flower.write_flower_app (or `consortium flower-app`)"
+        )
+    return experiment_from_dict(tomllib.loads(text))
+
+
+def _with_overrides(exp: Any, data_path: Any = None, device: Any = None) -> Any:
+    if data_path:
+        exp = exp.model_copy(update={"data": exp.data.model_copy(update={"path": str(data_path)})})
+    if device:
+        exp = exp.model_copy(update={"device": str(device)})
+    return exp
+
+
+def _method(exp: Any, settings: AppSettings) -> str:
+    method = str(settings.run_config.get("method") or exp.methods[0])
+    if method not in exp.method_options:
+        raise ValueError(f"run config method {method!r} is not one of {exp.methods}")
+    return method
+
+
+def _build(exp: Any, method: str) -> tuple[Any, Any, Any]:
+    from consortium.experiment.methods import Env, get_method
+    from consortium.experiment.runner import build_data
+
+    data = build_data(exp)
+    workflow, app = get_method(method).build(Env(exp, data), exp.method_options[method])
+    return data, workflow, app
+
+
+def experiment_server_run(settings: AppSettings) -> ServerRun:
+    """The server side of an experiment's method, from a Flower run config."""
+    rc = settings.run_config
+    exp = _with_overrides(_experiment(settings), rc.get("data-path"))
+    method = _method(exp, settings)
+    data, workflow, _ = _build(exp, method)
+    fed = exp.federation
+    timeout = float(rc.get("reply-timeout", 0) or 0)
+    run_dir = str(rc.get("run-dir") or "") or str(Path(exp.output_dir) / exp.name / method)
+    return ServerRun(
+        workflow=workflow,
+        num_clients=data.num_clients,
+        seed=exp.seed,
+        min_replies=fed.min_replies,
+        max_reply_bytes=None if fed.max_reply_mb is None else int(fed.max_reply_mb * 1e6),
+        reply_timeout=timeout if timeout > 0 else None,
+        connect_timeout=float(rc.get("connect-timeout", 300.0)),
+        run_dir=run_dir,
+        resume=bool(rc.get("resume", False)),
+        progress=False,
+        description=method,
+    )
+
+
+def experiment_member(settings: AppSettings) -> Member:
+    """The member side of an experiment's method, from the run config and the node config."""
+    nc = settings.node_config
+    exp = _with_overrides(_experiment(settings), nc.get("data-path"), nc.get("device"))
+    method = _method(exp, settings)
+    data, _, app = _build(exp, method)
+    return Member(app, data.client)
+
+
+#: The Flower ``ServerApp`` of an app folder written by :func:`write_flower_app`.
+serverapp = flower_server_app(experiment_server_run)
+
+#: The Flower ``ClientApp`` of an app folder written by :func:`write_flower_app`.
+clientapp = flower_client_app(experiment_member)
+
+
+class ExperimentMembers:
+    """A picklable member factory for simulation: the experiment travels as TOML text."""
+
+    def __init__(self, experiment: Any, method: str) -> None:
+        self.experiment = tomli_w.dumps(experiment.to_toml_dict())
+        self.method = method
+
+    def __call__(self, settings: AppSettings) -> Member:
+        config = {**settings.run_config, "experiment": self.experiment, "method": self.method}
+        return experiment_member(AppSettings(config, settings.node_config, settings.run_id))
+
+
+def experiment_member_factory(experiment: Any, method: str) -> ExperimentMembers:
+    """Member factory for :func:`~consortium.runtime.flower.run_on_flower_simulation` that
+    builds ``method``'s members of ``experiment`` in each simulation worker."""
+    return ExperimentMembers(experiment, method)
+
+
+def run_method_on_flower_simulation(
+    experiment: Any,
+    method: str,
+    workflow: Any,
+    num_clients: int,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    backend_config: Mapping[str, Any] | None = None,
+) -> Any:
+    """Run one method of an experiment on Flower's simulation engine (the runner's hook).
+
+    ``workflow`` is the method's workflow as the runner built it; the members are built
+    from the experiment in each simulation worker. Seed, ``min_replies`` and
+    ``max_reply_mb`` come from the experiment; so do the Ray resources when its
+    ``[federation]`` section has ``simulation_cpus``, ``cpus_per_client`` or
+    ``gpus_per_client`` (default: every core, one CPU per member at a time).
+    """
+    from consortium.runtime.flower.simulation import (
+        run_on_flower_simulation,
+        simulation_backend_config,
+    )
+
+    fed = experiment.federation
+    if backend_config is None:
+        backend_config = simulation_backend_config(
+            getattr(fed, "simulation_cpus", None),
+            float(getattr(fed, "cpus_per_client", 1.0)),
+            float(getattr(fed, "gpus_per_client", 0.0)),
+        )
+    return run_on_flower_simulation(
+        workflow,
+        experiment_member_factory(experiment, method),
+        num_clients,
+        seed=experiment.seed,
+        min_replies=fed.min_replies,
+        max_reply_bytes=None if fed.max_reply_mb is None else int(fed.max_reply_mb * 1e6),
+        run_dir=run_dir,
+        resume=resume,
+        progress=progress,
+        description=method,
+        backend_config=backend_config,
+    )
+
+
+def app_name(experiment_name: str) -> str:
+    """A Flower app name (letters, digits, hyphens; at most 32 characters)."""
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", experiment_name).strip("-")
+    return ("consortium-" + name)[:32].rstrip("-")
+
+
+def write_flower_app(
+    experiment: Any,
+    app_dir: str | Path,
+    *,
+    method: str | None = None,
+    run_dir: str | Path | None = None,
+    reply_timeout: float = 0.0,
+    connect_timeout: float = 300.0,
+    resume: bool = False,
+    data_path: str | None = None,
+) -> Path:
+    """Write a Flower app folder that runs ``method`` of ``experiment`` with ``flwr run``.
+
+    Parameters
+    ----------
+    experiment
+        A validated :class:`~consortium.experiment.Experiment`.
+    app_dir
+        Folder to write (created; an existing ``pyproject.toml`` there is replaced).
+    method
+        One of the experiment's methods (default: the first).
+    run_dir
+        The server's run folder; relative paths are resolved on the SuperLink's machine from
+        its working folder (default: ``OUTPUT_DIR/NAME/METHOD`` there).
+    reply_timeout, connect_timeout, resume, data_path
+        Run config defaults (see the module docs); ``flwr run --run-config`` overrides them.
+
+    Returns
+    -------
+    The path of the written ``pyproject.toml``.
+    """
+    method = method or experiment.methods[0]
+    if method not in experiment.methods:
+        raise ValueError(f"method {method!r} is not one of the experiment's {experiment.methods}")
+    out = Path(app_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "method": method,
+        "run-dir": "" if run_dir is None else str(run_dir),
+        "data-path": data_path or "",
+        "reply-timeout": float(reply_timeout),
+        "connect-timeout": float(connect_timeout),
+        "resume": bool(resume),
+    }
+    project = {
+        "project": {
+            "name": app_name(experiment.name),
+            "version": "1.0.0",
+            "description": f"consortium experiment {experiment.name!r}, method {method!r}",
+            "license": "Apache-2.0",
+            # The nodes need consortium installed with its Flower extra; Flower does not
+            # install it at run time when runtime dependency installation is off.
+            "dependencies": ["consortium[flower]"],
+        },
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "consortium",
+                    "components": {
+                        "serverapp": f"{MODULE}:serverapp",
+                        "clientapp": f"{MODULE}:clientapp",
+                    },
+                    "config": config,
+                }
+            }
+        },
+    }
+    text = tomli_w.dumps(project)
+    experiment_toml = tomli_w.dumps(experiment.to_toml_dict())
+    if "'''" in experiment_toml:  # not expressible as a literal string: escape it
+        config["experiment"] = experiment_toml
+        text = tomli_w.dumps(project)
+    else:  # [tool.flwr.app.config] is the last table: keep the experiment readable
+        text += f"experiment = '''\n{experiment_toml}'''\n"
+    if tomllib.loads(text)["tool"]["flwr"]["app"]["config"]["experiment"] != experiment_toml:
+        raise AssertionError("the experiment did not survive writing the app config")
+    path = out / "pyproject.toml"
+    path.write_text(
+        "# Written by consortium: a Flower app that runs one experiment method.\n"
+        "# Run it with `flwr run <this folder> <superlink connection> --stream`.\n" + text
+    )
+    return path

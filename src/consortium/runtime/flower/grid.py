@@ -1,0 +1,271 @@
+"""The server side: a consortium :class:`~consortium.core.grid.Grid` that moves messages over
+Flower's grid.
+
+A workflow sends to member ids (partition indices); Flower addresses nodes by random 64-bit
+ids that change with every start of a SuperNode. :meth:`FlowerGrid.connect` waits until the
+nodes have registered, asks each which partition it serves (a ``query.consortium_identify``
+message answered from the node's ``partition-id`` / ``num-partitions`` node config), and keeps
+that map for the run. Sampling stays the grid's seeded sampler, so a run draws the same
+members on Flower as in-process.
+
+Everything else a reply must go through (byte accounting, validation, ``min_replies``) is
+:meth:`Grid.send`'s, shared with every runtime; this class only turns Flower's error replies
+and missing replies into failures with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flwr.app import ConfigRecord, RecordDict
+from flwr.app import Message as FlowerMessage
+from flwr.serverapp import Grid as FlowerNativeGrid
+
+from consortium.core.grid import Grid
+from consortium.core.message import Message
+from consortium.runtime.flower.records import (
+    IDENTIFY,
+    META,
+    PROTOCOL,
+    Envelope,
+    from_recorddict,
+    message_type,
+    to_recorddict,
+)
+
+log = logging.getLogger("consortium.runtime.flower")
+
+
+class FederationError(RuntimeError):
+    """The nodes that joined do not form the federation the run was configured for."""
+
+
+class FlowerGrid(Grid):
+    """A consortium grid on top of a Flower ``Grid`` (deployment or simulation).
+
+    Parameters
+    ----------
+    grid
+        The ``flwr.serverapp.Grid`` a Flower ``ServerApp`` receives.
+    num_clients
+        Members expected: nodes whose ``partition-id`` is ``0 .. num_clients - 1`` and whose
+        ``num-partitions`` equals ``num_clients``.
+    seed, min_replies, max_reply_bytes
+        See :class:`~consortium.core.grid.Grid`.
+    reply_timeout
+        Seconds to wait for the replies of one exchange; members that did not answer by then
+        are failures ("no reply within ..."). ``None`` waits until every node has answered
+        or Flower reported it unavailable (a node that stops sending heartbeats is reported
+        after about two heartbeat intervals).
+    connect_timeout
+        Seconds :meth:`connect` waits for all members to register and identify themselves.
+    ttl
+        Flower time-to-live of each message in seconds (``None``: Flower's default, 12 h).
+    """
+
+    def __init__(
+        self,
+        grid: FlowerNativeGrid,
+        num_clients: int,
+        *,
+        seed: int = 0,
+        min_replies: int = 1,
+        max_reply_bytes: int | None = None,
+        reply_timeout: float | None = None,
+        connect_timeout: float = 300.0,
+        ttl: float | None = None,
+    ) -> None:
+        super().__init__(num_clients, seed, min_replies, max_reply_bytes)
+        if reply_timeout is not None and reply_timeout <= 0:
+            raise ValueError(f"reply_timeout must be > 0 or None, got {reply_timeout}")
+        self.flower_grid = grid
+        self.reply_timeout = reply_timeout
+        self.connect_timeout = connect_timeout
+        self.ttl = ttl
+        self._node_of: dict[int, int] = {}
+
+    # --- node <-> member map ------------------------------------------------------------
+
+    @property
+    def nodes(self) -> dict[int, int]:
+        """Flower node id of each member id (empty before :meth:`connect`)."""
+        return dict(self._node_of)
+
+    def connect(self) -> dict[int, int]:
+        """Wait for every member's node and learn which node serves which member.
+
+        Every node that registers is asked once which partition it serves; the wait ends
+        as soon as every member answered (nodes that never answer, such as a stale node of
+        an earlier start, do not hold it up). Raises :class:`FederationError` when two nodes
+        claim the same partition, a node counts a different number of partitions, or not
+        every member showed up within ``connect_timeout`` seconds.
+        """
+        deadline = time.monotonic() + self.connect_timeout
+        retry_at: dict[int, float] = {}  # node -> when it may be asked (again)
+        pending: dict[str, int] = {}
+        found: dict[int, int] = {}
+        node_ids: set[int] = set()
+        while len(found) < self.num_clients:
+            now = time.monotonic()
+            if now > deadline:
+                missing = sorted(set(range(self.num_clients)) - set(found))
+                raise FederationError(
+                    f"after {self.connect_timeout:g} s, {len(found)} of {self.num_clients} "
+                    f"members have joined (missing partition-ids {missing[:10]}"
+                    f"{' ...' if len(missing) > 10 else ''}; nodes seen: {len(node_ids)})"
+                )
+            node_ids = set(self.flower_grid.get_node_ids())
+            ask = sorted(n for n in node_ids if retry_at.get(n, 0.0) <= now)
+            for node in ask:
+                retry_at[node] = float("inf")
+            sent, failed = self._push({node: self._identify_message(node) for node in ask})
+            pending.update(sent)
+            replies, failed_now = self._pull(pending)
+            for node, reason in {**failed, **failed_now}.items():
+                log.warning("node %d did not identify itself: %s", node, reason)
+                retry_at[node] = time.monotonic() + 10.0
+            for node, reply in replies.items():
+                cid = self._check_identity(node, reply)
+                if cid in found and found[cid] != node:
+                    raise FederationError(
+                        f"nodes {found[cid]} and {node} both serve partition-id {cid}: "
+                        "give every SuperNode its own --node-config partition-id"
+                    )
+                found[cid] = node
+            if len(found) < self.num_clients:
+                time.sleep(0.2)
+        self._node_of = dict(sorted(found.items()))
+        log.info("federation ready: %d members on nodes %s", len(found), self._node_of)
+        return self.nodes
+
+    def _identify_message(self, node: int) -> FlowerMessage:
+        return FlowerMessage(
+            content=RecordDict({META: ConfigRecord({"kind": IDENTIFY, "protocol": PROTOCOL})}),
+            dst_node_id=node,
+            message_type=message_type(IDENTIFY),
+            group_id="identify",
+            ttl=self.ttl,
+        )
+
+    def _check_identity(self, node: int, reply: FlowerMessage) -> int:
+        ident = reply.content.config_records.get(META, ConfigRecord())
+        if ident.get("protocol") != PROTOCOL:
+            raise FederationError(
+                f"node {node} speaks consortium record layout {ident.get('protocol')!r}, "
+                f"the server {PROTOCOL}: install the same consortium version on every node"
+            )
+        if "partition-id" not in ident:
+            raise FederationError(
+                f"node {node} has no partition-id in its node config: start it with "
+                "--node-config 'partition-id=K num-partitions=N'"
+            )
+        cid, total = _as_int(ident["partition-id"]), ident.get("num-partitions")
+        if total is not None and _as_int(total) != self.num_clients:
+            raise FederationError(
+                f"node {node} (partition-id {cid}) says num-partitions={total!r}, "
+                f"the run has {self.num_clients} members"
+            )
+        if not 0 <= cid < self.num_clients:
+            raise FederationError(
+                f"node {node} serves partition-id {cid}, outside 0..{self.num_clients - 1}"
+            )
+        return cid
+
+    # --- message exchange --------------------------------------------------------------
+
+    def _exchange(self, messages: Mapping[int, Message]) -> tuple[dict[int, Any], dict[int, str]]:
+        if not self._node_of:
+            self.connect()
+        outgoing: dict[int, FlowerMessage] = {}
+        for cid in sorted(messages):
+            msg = messages[cid]
+            envelope = Envelope(cid, self.round, self.client_seed(cid))
+            outgoing[cid] = FlowerMessage(
+                content=to_recorddict(msg, envelope),
+                dst_node_id=self._node_of[cid],
+                message_type=message_type(msg.kind),
+                group_id=str(self.round),
+                ttl=self.ttl,
+            )
+        raw, failures = self._send_receive(outgoing, self.reply_timeout)
+        replies: dict[int, Any] = {}
+        for cid, reply in raw.items():
+            try:
+                replies[cid], _ = from_recorddict(reply.content)
+            except (ValueError, KeyError, TypeError) as err:
+                failures[cid] = f"malformed reply: {err}"
+        return replies, failures
+
+    def _send_receive(
+        self, outgoing: Mapping[int, FlowerMessage], timeout: float | None
+    ) -> tuple[dict[int, FlowerMessage], dict[int, str]]:
+        """Push one message per key, pull replies until all came back or ``timeout``.
+
+        Flower's own ``send_and_receive`` polls every 3 s; this polls sooner, then less
+        often, and maps each reply to its member by the message it answers (an error reply
+        the SuperLink writes for a vanished node comes from the SuperLink, not the node).
+        """
+        pending, failures = self._push(outgoing)
+        replies: dict[int, FlowerMessage] = {}
+        start = time.monotonic()
+        wait = 0.02
+        while pending:
+            got, failed = self._pull(pending)
+            replies.update(got)
+            failures.update(failed)
+            if not pending:
+                break
+            if timeout is not None and time.monotonic() - start >= timeout:
+                for key in pending.values():
+                    failures[key] = f"no reply within {timeout:g} s"
+                break
+            time.sleep(wait)
+            wait = min(wait * 1.5, 1.0)
+        return replies, failures
+
+    def _push(self, outgoing: Mapping[int, FlowerMessage]) -> tuple[dict[str, int], dict[int, str]]:
+        """Push messages; (message id -> key of those pushed, failures of the others)."""
+        if not outgoing:
+            return {}, {}
+        keys = list(outgoing)
+        ids = list(self.flower_grid.push_messages([outgoing[k] for k in keys]))
+        pushed: dict[str, int] = {}
+        failures: dict[int, str] = {}
+        for key, msg_id in zip(keys, ids, strict=True):
+            if msg_id is None or msg_id == "":
+                failures[key] = "Flower could not push the message to the SuperLink"
+            else:
+                pushed[msg_id] = key
+        return pushed, failures
+
+    def _pull(self, pending: dict[str, int]) -> tuple[dict[int, FlowerMessage], dict[int, str]]:
+        """One pull of the replies to ``pending`` (answered ids are removed from it)."""
+        replies: dict[int, FlowerMessage] = {}
+        failures: dict[int, str] = {}
+        if not pending:
+            return replies, failures
+        for reply in self.flower_grid.pull_messages(list(pending)):
+            answered = reply.metadata.reply_to_message_id
+            if answered not in pending:
+                continue
+            key = pending.pop(answered)
+            if reply.has_error():
+                err = reply.error
+                failures[key] = f"Flower error {err.code}: {err.reason}"
+            else:
+                replies[key] = reply
+        return replies, failures
+
+    def state_dict(self) -> dict[str, Any]:
+        # Node ids are only valid for the Flower run that assigned them; a resumed run
+        # identifies its nodes again. Member states live on the nodes, per Flower run.
+        return {}
+
+
+def _as_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise FederationError(f"expected an integer, got {value!r}")
+    return int(value)
