@@ -126,7 +126,10 @@ class UnlearnSection(Section):
     sample_ids: list[int] = Field(default_factory=list, description="pool ids (samples requests)")
     source: str = Field("fedavg", description="method folder whose model.npz is unlearned")
     methods: list[str] = Field(default_factory=lambda: list(UNLEARNING_METHODS), min_length=1)
-    score: Literal["ablation", "tfidf"] = "ablation"
+    score: Literal["ablation", "taylor", "tfidf"] = "ablation"
+    explain_samples: int = Field(
+        64, ge=1, description="forget / retained samples scored per member"
+    )
     contrast: bool = True
     ratio: float = Field(0.1, gt=0, le=1, description="fraction of channels fine-tuned")
     per_layer: bool = True

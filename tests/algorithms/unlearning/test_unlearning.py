@@ -211,3 +211,23 @@ def test_tfidf_prefers_channels_specific_to_the_target_class():
 def test_loss_threshold_separates():
     t = loss_threshold(np.array([0.1, 0.2, 0.15]), np.array([1.0, 2.0, 0.9]))
     assert 0.2 <= t < 0.9
+
+
+def test_taylor_scores_track_ablation_scores(trained):
+    from scipy.stats import spearmanr
+
+    from consortium.algorithms.unlearning import ablation_scores
+    from consortium.algorithms.unlearning.explain import taylor_scores
+
+    data, model_fn, weights = trained
+    model = model_fn()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    f = np.flatnonzero(data.pool_y == 3)[:64]
+    r = np.flatnonzero(data.pool_y != 3)[:64]
+    forget, retain = (data.pool_x[f], data.pool_y[f]), (data.pool_x[r], data.pool_y[r])
+    exact = ablation_scores(model, forget, retain)
+    approx = taylor_scores(model, forget, retain)
+    assert set(exact) == set(approx)
+    for name in exact:
+        assert approx[name].shape == exact[name].shape
+        assert spearmanr(exact[name], approx[name]).statistic > 0.6, name

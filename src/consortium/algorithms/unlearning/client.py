@@ -12,7 +12,11 @@ import torch
 from torch import nn
 
 from consortium.algorithms.supervised import ModelFn, ScratchModel
-from consortium.algorithms.unlearning.explain import ablation_scores, class_activations
+from consortium.algorithms.unlearning.explain import (
+    ablation_scores,
+    class_activations,
+    taylor_scores,
+)
 from consortium.algorithms.unlearning.losses import forget_term, masked_steps
 from consortium.algorithms.unlearning.request import UnlearningRequest
 from consortium.core.aggregation import gather_masked
@@ -57,11 +61,12 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
         if len(forget) == 0:
             return msg.reply(metrics={"num_forget": 0.0})
         model = load(msg)
-        limit = int(msg.config.get("explain_samples", 256))
+        limit = int(msg.config.get("explain_samples", 64))
         data = ctx.data
         f = _subsample(forget, limit, ctx.seed)
         r = _subsample(retain, limit, ctx.seed + 1) if msg.config.get("contrast", True) else None
-        scores = ablation_scores(
+        score_fn = taylor_scores if msg.config.get("score") == "taylor" else ablation_scores
+        scores = score_fn(
             model,
             (data.x[f], data.y[f]),
             None if r is None or len(r) == 0 else (data.x[r], data.y[r]),

@@ -126,6 +126,58 @@ def ablation_scores(
     return scores
 
 
+def taylor_scores(
+    model: nn.Module,
+    forget: tuple[np.ndarray, np.ndarray],
+    retain: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    device: torch.device | None = None,
+) -> dict[str, np.ndarray]:
+    """First-order estimate of :func:`ablation_scores` from one forward and backward pass.
+
+    Zeroing channel c changes the label confidence S by about ``-sum(a_c * dS/da_c)`` (a first
+    order Taylor expansion around the channel's activation ``a_c``), so all channels of all
+    layers are scored at the cost of one gradient instead of one forward pass per channel.
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    layers = channel_layers(model)
+
+    def drops(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        acts: dict[str, torch.Tensor] = {}
+        handles = []
+        for name, module in layers:
+
+            def keep(_m: nn.Module, _i: object, out: torch.Tensor, name: str = name) -> None:
+                out.retain_grad()
+                acts[name] = out
+
+            handles.append(module.register_forward_hook(keep))
+        try:
+            xb = torch.from_numpy(x).to(device)
+            yb = torch.from_numpy(y).to(device)
+            with torch.enable_grad():
+                model.zero_grad(set_to_none=True)
+                conf = F.softmax(model(xb), 1).gather(1, yb[:, None]).mean()
+                conf.backward()
+        finally:
+            for h in handles:
+                h.remove()
+        out = {}
+        for name, a in acts.items():
+            prod = (a * a.grad).detach()
+            dims = [0, *range(2, prod.dim())]
+            out[name] = prod.sum(dim=dims).cpu().numpy() / len(y)
+        model.zero_grad(set_to_none=True)
+        return out
+
+    scores = drops(*forget)
+    if retain is not None and len(retain[1]):
+        other = drops(*retain)
+        scores = {k: v - other[k] for k, v in scores.items()}
+    return {k: v.astype(np.float32) for k, v in scores.items()}
+
+
 @torch.no_grad()
 def class_activations(
     model: nn.Module,

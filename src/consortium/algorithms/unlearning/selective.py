@@ -82,12 +82,16 @@ class SelectiveUnlearning(UnlearningWorkflow):
         cfg = self.config
         model = self.scratch.load(self.weights)
         layers = {name: m for name, m in channel_layers(model)}
-        if cfg.score == "ablation":
+        if cfg.score in ("ablation", "taylor"):
             holders = [c for c in grid.client_ids if self.request.may_hold_forget_data(c)]
             msg = self.request_message(
                 "explain",
                 self.weights,
-                {"contrast": cfg.contrast, "explain_samples": cfg.explain_samples},
+                {
+                    "contrast": cfg.contrast,
+                    "explain_samples": cfg.explain_samples,
+                    "score": cfg.score,
+                },
             )
             width = {
                 n: (m.out_channels if isinstance(m, torch.nn.Conv2d) else m.out_features)
