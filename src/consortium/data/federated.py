@@ -62,6 +62,7 @@ class FederatedData:
     val_x: np.ndarray
     val_y: np.ndarray
     pool_groups: np.ndarray | None = None
+    test_groups: np.ndarray | None = None
 
     @property
     def num_clients(self) -> int:
@@ -183,10 +184,13 @@ def build_federated_data(
     train: Dataset = splits.train
     x, y, groups = train.x, train.y, train.groups
     if splits.test is not None:
-        test_x, test_y = splits.test.x, splits.test.y
+        test_x, test_y, test_groups = splits.test.x, splits.test.y, splits.test.groups
     else:
-        keep, held = _stratified_split(y, test_fraction, seed)
+        # Stratify by domain and class together, so every domain has its own test samples.
+        strata = y if groups is None else groups * train.num_classes + y
+        keep, held = _stratified_split(strata, test_fraction, seed)
         test_x, test_y = x[held], y[held]
+        test_groups = None if groups is None else groups[held]
         x, y = x[keep], y[keep]
         groups = None if groups is None else groups[keep]
     if max_samples is not None and max_samples < len(y):
@@ -229,4 +233,5 @@ def build_federated_data(
         val_x=val_x,
         val_y=val_y,
         pool_groups=groups,
+        test_groups=test_groups,
     )

@@ -68,6 +68,33 @@ def load_spam_assassin(path: str | Path, body_only: bool = True) -> TextCorpus:
     return TextCorpus(texts, labels, groups, group_names, ["ham", "spam"])
 
 
+# The corpus's two public releases: 2002 (easy_ham, hard_ham, spam) and 2003 (easy_ham_2,
+# spam_2). Each holds ham and spam, so a release is a domain with both classes, unlike a
+# source group, which holds one class only.
+RELEASES = {"easy-ham-1": 0, "hard-ham-1": 0, "spam-1": 0, "easy-ham-2": 1, "spam-2": 1}
+
+
+def by_release(corpus: TextCorpus) -> TextCorpus:
+    """The corpus with its two releases (2002, 2003) as the domains."""
+    mapping = np.array([RELEASES.get(name, 0) for name in corpus.group_names], np.int64)
+    return TextCorpus(
+        corpus.texts, corpus.labels, mapping[corpus.groups], ["2002", "2003"], corpus.label_names
+    )
+
+
+def byte_tokenize(texts: list[str], max_length: int = 128, vocab: int = 30522) -> np.ndarray:
+    """Dependency-free ids: each UTF-8 byte b becomes id b + 1 (0 pads), capped at ``vocab``.
+
+    For randomly initialised encoders (quick runs, tests); a pretrained encoder needs its own
+    tokenizer.
+    """
+    out = np.zeros((len(texts), max_length), np.int64)
+    for i, text in enumerate(texts):
+        raw = np.frombuffer(text.encode("utf-8")[:max_length], np.uint8).astype(np.int64) + 1
+        out[i, : len(raw)] = np.minimum(raw, vocab - 1)
+    return out
+
+
 def tokenize(texts: list[str], tokenizer_path: str | Path, max_length: int = 128) -> np.ndarray:
     """Token ids (int64, 0-padded to ``max_length``) with a local ``transformers`` tokenizer."""
     from transformers import AutoTokenizer
@@ -75,6 +102,7 @@ def tokenize(texts: list[str], tokenizer_path: str | Path, max_length: int = 128
     tok = AutoTokenizer.from_pretrained(str(tokenizer_path))
     if tok.pad_token_id != 0:
         raise ValueError("the tokenizer's padding id must be 0 (padding is masked by id)")
-    enc = tok(texts, max_length=max_length, truncation=True, padding="max_length",
-              return_tensors="np")
+    enc = tok(
+        texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="np"
+    )
     return enc["input_ids"].astype(np.int64)
