@@ -127,6 +127,7 @@ class UnlearnSection(Section):
     source: str = Field("fedavg", description="method folder whose model.npz is unlearned")
     methods: list[str] = Field(default_factory=lambda: list(UNLEARNING_METHODS), min_length=1)
     score: Literal["ablation", "taylor", "tfidf"] = "ablation"
+    retain_fraction: float = Field(1.0, gt=0, le=1, description="share of retained data per round")
     explain_samples: int = Field(
         64, ge=1, description="forget / retained samples scored per member"
     )

@@ -117,6 +117,7 @@ def build_unlearning(name: str, env: Env, section: UnlearnSection, weights: dict
             forget_loss=section.forget_loss,
             forget_weight=section.forget_weight,
             explain_samples=section.explain_samples,
+            retain_fraction=section.retain_fraction,
         )
         return SelectiveUnlearning(cfg, *args, input_shape=data.input_shape, device=exp.device)
     base = BaselineConfig(rounds=section.baseline_rounds, local=local, prune_ratio=section.ratio)

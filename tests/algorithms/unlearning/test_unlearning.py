@@ -231,3 +231,34 @@ def test_taylor_scores_track_ablation_scores(trained):
     for name in exact:
         assert approx[name].shape == exact[name].shape
         assert spearmanr(exact[name], approx[name]).statistic > 0.6, name
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(ratio=0.0),
+        dict(rounds=0),
+        dict(retain_fraction=0.0),
+        dict(score="nope"),
+        dict(scheme="peer"),
+        dict(forget_weight=-1.0),
+        dict(explain_samples=0),
+    ],
+)
+def test_bad_selective_options_raise(bad):
+    with pytest.raises(ValueError):
+        SelectiveUnlearningConfig(**bad)
+
+
+def test_retain_fraction_fine_tunes_on_fewer_samples(trained):
+    data, model_fn, weights = trained
+    request = UnlearningRequest("class", class_id=3)
+
+    def samples_used(fraction):
+        cfg = SelectiveUnlearningConfig(ratio=0.1, rounds=1, retain_fraction=fraction)
+        wf = SelectiveUnlearning(cfg, request, model_fn, weights, 10, data.input_shape, "cpu")
+        grid = grid_for(data, model_fn, RecordingRuntime)
+        run_workflow(wf, grid, progress=False)
+        return sum(r.metrics["num_examples"] for kind, _, r in grid.log if kind == "unlearn_train")
+
+    assert samples_used(0.25) < 0.5 * samples_used(1.0)

@@ -95,6 +95,9 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
         cfg = LocalTrainConfig.from_config(msg.config)
         data = ctx.data
         dev = scratch.device
+        share = float(msg.config.get("retain_fraction", 1.0))
+        if share < 1 and len(retain):
+            retain = _subsample(retain, max(1, round(share * len(retain))), ctx.seed + 2)
         r_batches = batch_order(retain, cfg.batch_size, ctx.seed, cfg.epochs) if len(retain) else []
         f_batches = (
             batch_order(forget, cfg.batch_size, ctx.seed + 1, cfg.epochs) if len(forget) else []

@@ -144,6 +144,7 @@ class SelectiveUnlearning(UnlearningWorkflow):
             {
                 **cfg.local.as_config(),
                 "forget_loss": cfg.forget_loss,
+                "retain_fraction": cfg.retain_fraction,
                 "forget_weight": cfg.forget_weight,
             },
         )
