@@ -6,6 +6,7 @@ not 1,000 copies of the data.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,12 @@ class ClientData:
 
 @dataclass(frozen=True)
 class FederatedData:
-    """A pool split among members, and the server's own splits."""
+    """A pool split among members, and the server's own splits.
+
+    ``partition`` indexes the pool; ``client_train``/``client_test`` split each member's part
+    into its own views. ``pool_groups`` / ``test_groups`` carry the natural group (domain) ids
+    of the pool and the global test set when the data has them.
+    """
 
     name: str
     scheme: str
@@ -69,6 +75,7 @@ class FederatedData:
         return len(self.client_train)
 
     def client(self, cid: int) -> ClientData:
+        """Member ``cid``'s view: the shared pool plus its own train/test index arrays."""
         if not 0 <= cid < self.num_clients:
             raise IndexError(
                 f"no member {cid}: this federation has members 0..{self.num_clients - 1}"
@@ -87,6 +94,7 @@ class FederatedData:
         return np.sort(np.concatenate(self.client_train))
 
     def report_table(self) -> Table:
+        """Per-member train/test sizes and class counts: the record of who holds what."""
         table = Table(
             title=f"{self.name}: {self.num_clients} members, {self.scheme} partition; "
             f"server test {len(self.test_y)}, validation {len(self.val_y)}"
@@ -122,26 +130,39 @@ class FederatedData:
         return table
 
 
-def _fraction(name: str, value: float, upper_open: bool = True) -> None:
-    if not 0 <= value < 1:
+def _check_fraction(name: str, value: float) -> None:
+    if not 0 <= value < 1:  # also rejects NaN
         raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
-def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held-out) index arrays, stratified when every class has at least two samples."""
+def _held_count(fraction: float, n: int) -> int:
+    """Samples a fraction holds out: ceil, as scikit-learn counts a float ``test_size``."""
+    return math.ceil(fraction * n)
+
+
+def _stratified_split(y: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (kept, held-out) positions into ``y``, ``n_held`` of them held out.
+
+    Stratified when scikit-learn can stratify (every class has two samples and both sides have
+    room for every class); otherwise a plain random split rather than an obscure error.
+    """
     idx = np.arange(len(y))
-    if fraction == 0:
+    if n_held == 0:
         return idx, idx[:0]
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    kept, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    if n_held >= len(y):
+        raise ValueError(f"cannot hold out {n_held} of {len(y)} samples and keep any")
+    counts = np.unique(y, return_counts=True)[1]
+    can_stratify = counts.min() >= 2 and min(n_held, len(y) - n_held) >= len(counts)
+    kept, held = train_test_split(
+        idx, test_size=n_held, random_state=seed, stratify=y if can_stratify else None
+    )
     return np.sort(kept), np.sort(held)
 
 
 def _split_client(
     indices: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A member's own train/test split; members with >= 5 samples get >= 1 test sample."""
+    """A member's own train/test views: >= 1 train sample; >= 1 test sample from 5 samples on."""
     n = len(indices)
     n_test = round(fraction * n)
     if fraction > 0 and n >= 5:
@@ -167,43 +188,50 @@ def build_federated_data(
     test_fraction: float = 0.2,
     max_samples: int | None = None,
 ) -> FederatedData:
-    """Load a dataset and split it among members.
+    """Load a dataset (or take the given splits) and split it among members.
 
     Order of the splits (all seeded): the global test set (the official test split, else a
-    stratified ``test_fraction`` of the data); optional subsampling of the pool to
+    stratified ``test_fraction`` of the data); optional stratified subsampling of the pool to
     ``max_samples``; the server validation split (``server_val_fraction``); the partition of
     the rest among members; each member's own train/test views (``client_test_fraction``).
+    Splits are composed as index arrays and the pool is materialised once at the end: when
+    nothing is carved out of the training split, ``pool_x`` *is* ``splits.train.x``.
     """
-    _fraction("client_test_fraction", client_test_fraction)
-    _fraction("server_val_fraction", server_val_fraction)
+    _check_fraction("client_test_fraction", client_test_fraction)
+    _check_fraction("server_val_fraction", server_val_fraction)
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     splits = load_dataset(dataset, path) if isinstance(dataset, str) else dataset
     train: Dataset = splits.train
-    x, y, groups = train.x, train.y, train.groups
+    keep = np.arange(len(train))  # positions in the training split that stay in the pool
     if splits.test is not None:
         test_x, test_y, test_groups = splits.test.x, splits.test.y, splits.test.groups
     else:
         # Stratify by domain and class together, so every domain has its own test samples.
-        strata = y if groups is None else groups * train.num_classes + y
-        keep, held = _stratified_split(strata, test_fraction, seed)
-        test_x, test_y = x[held], y[held]
-        test_groups = None if groups is None else groups[held]
-        x, y = x[keep], y[keep]
-        groups = None if groups is None else groups[keep]
-    if max_samples is not None and max_samples < len(y):
-        keep, _ = _stratified_split(y, 1 - max_samples / len(y), seed + 1)
-        x, y = x[keep], y[keep]
-        groups = None if groups is None else groups[keep]
-    if server_val_fraction > 0:
-        keep, held = _stratified_split(y, server_val_fraction, seed + 2)
-        val_x, val_y = x[held], y[held]
-        x, y = x[keep], y[keep]
-        groups = None if groups is None else groups[keep]
+        strata = train.y
+        if train.groups is not None:
+            pairs = np.stack([np.asarray(train.groups), train.y])
+            strata = np.unique(pairs, axis=1, return_inverse=True)[1].reshape(-1)
+        kept, held = _stratified_split(strata, _held_count(test_fraction, len(train)), seed)
+        test_x, test_y = train.x[held], train.y[held]
+        test_groups = None if train.groups is None else train.groups[held]
+        keep = kept
+    if max_samples is not None and max_samples < len(keep):
+        kept, _ = _stratified_split(train.y[keep], len(keep) - max_samples, seed + 1)
+        keep = keep[kept]
+    n_val = _held_count(server_val_fraction, len(keep))
+    kept, held = _stratified_split(train.y[keep], n_val, seed + 2)
+    val_x, val_y = train.x[keep[held]], train.y[keep[held]]
+    keep = keep[kept]
+    if len(keep) == len(train):
+        x, y, groups = train.x, train.y, train.groups
     else:
-        val_x, val_y = x[:0], y[:0]
+        x, y = train.x[keep], train.y[keep]
+        groups = None if train.groups is None else train.groups[keep]
     rng = np.random.default_rng(seed)
     part = partition(
         y,
@@ -216,6 +244,12 @@ def build_federated_data(
         min_size=min_size,
         groups=groups,
     )
+    sizes = part.sizes()
+    if sizes.min() == 0:
+        raise ValueError(
+            f"{scheme}: member {int(np.argmin(sizes))} got no samples from a pool of {len(y)}; "
+            "use fewer members or a larger min_size"
+        )
     split_rng = np.random.default_rng([seed, 1])
     views = [_split_client(ix, client_test_fraction, split_rng) for ix in part.client_indices]
     return FederatedData(

@@ -35,12 +35,29 @@ class Partition:
         )
 
     def validate(self, n: int) -> None:
-        """Raise unless the index sets are disjoint and cover ``0..n-1`` exactly."""
-        allidx = np.concatenate(self.client_indices) if self.client_indices else np.array([], int)
-        if len(allidx) != n or not np.array_equal(np.sort(allidx), np.arange(n)):
-            raise ValueError("partition is not a disjoint, complete cover of the samples")
+        """Raise unless the index sets are disjoint and cover ``0..n-1`` exactly.
+
+        Training code trusts this invariant (no sample counted twice, none lost), so every
+        partitioner checks its own result before returning it.
+        """
+        if not self.client_indices:
+            allidx = np.zeros(0, np.int64)
+        else:
+            allidx = np.concatenate([np.asarray(ix).ravel() for ix in self.client_indices])
+        if allidx.size and not np.issubdtype(allidx.dtype, np.integer):
+            raise ValueError(f"partition indices must be integers, got {allidx.dtype}")
+        if allidx.size and (allidx.min() < 0 or allidx.max() >= n):
+            raise ValueError(f"partition has indices outside 0..{n - 1}")
+        counts = np.bincount(allidx.astype(np.int64), minlength=n)
+        repeated, missing = int((counts > 1).sum()), int((counts == 0).sum())
+        if repeated or missing:
+            raise ValueError(
+                f"partition is not a disjoint, complete cover of {n} samples: "
+                f"{repeated} indices repeated, {missing} missing"
+            )
 
     def report_table(self, labels: np.ndarray, num_classes: int, title: str = "partition") -> Table:
+        """Per-member sizes and class counts, so a skew can be seen before training on it."""
         counts = self.class_counts(labels, num_classes)
         table = Table(title=title)
         table.add_column("member", justify="right")
@@ -93,45 +110,59 @@ def _dirichlet(
     min_size: int,
     rng: np.random.Generator,
     max_tries: int,
-) -> list[list[int]]:
+) -> list[np.ndarray]:
+    """Label skew as in NIID-Bench: per class, member shares ~ Dir(alpha).
+
+    Members already holding their fair share ``n / N`` get no more of later classes (the
+    balance rule keeps sizes from running away); the whole draw is repeated until every member
+    has ``min_size`` samples.
+    """
     n = len(labels)
-    classes = np.unique(labels)
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     for _ in range(max_tries):
-        parts: list[list[int]] = [[] for _ in range(num_clients)]
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(labels == c))
+        chunks: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+        sizes = np.zeros(num_clients, np.int64)
+        for members in by_class:
+            idx = rng.permutation(members)
             p = rng.dirichlet(np.full(num_clients, alpha))
-            # NIID-Bench's balance rule: members already holding their share get no more.
-            full = np.array([len(part) >= n / num_clients for part in parts])
-            p = np.where(full, 0.0, p)
-            p = p / p.sum() if p.sum() > 0 else np.full(num_clients, 1.0 / num_clients)
-            cuts = (np.cumsum(p) * len(idx)).astype(int)[:-1]
-            for part, chunk in zip(parts, np.split(idx, cuts), strict=True):
-                part.extend(chunk.tolist())
-        if min(len(part) for part in parts) >= min_size:
-            return parts
+            p = np.where(sizes >= n / num_clients, 0.0, p)
+            total = p.sum()
+            uniform = np.full(num_clients, 1 / num_clients)
+            p = p / total if np.isfinite(total) and total > 0 else uniform
+            cuts = (np.cumsum(p) * len(idx)).astype(np.int64)[:-1]
+            for j, chunk in enumerate(np.split(idx, cuts)):
+                chunks[j].append(chunk)
+                sizes[j] += len(chunk)
+        if sizes.min() >= min_size:
+            return [np.concatenate(c) for c in chunks]
     raise ValueError(
-        f"dirichlet: no split gave every member >= {min_size} samples in {max_tries} tries; "
-        "use a larger alpha, fewer members or a smaller min_size"
+        f"dirichlet: min_size={min_size} unreachable, no draw in {max_tries} tries gave every "
+        "member that many samples; use a larger alpha, fewer members or a smaller min_size"
     )
 
 
 def _quantity(
-    n: int, num_clients: int, beta: float, min_size: int, rng: np.random.Generator, max_tries: int
+    n: int, num_clients: int, beta: float, min_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
-    if min_size * num_clients > n:
-        raise ValueError(f"quantity: {num_clients} members x {min_size} samples exceed {n}")
-    for _ in range(max_tries):
-        share = rng.dirichlet(np.full(num_clients, beta))
-        sizes = np.floor(share * n).astype(int)
-        sizes[np.argmax(sizes)] += n - sizes.sum()
-        if sizes.min() >= min_size:
-            cuts = np.cumsum(sizes)[:-1]
-            return list(np.split(rng.permutation(n), cuts))
-    raise ValueError(
-        f"quantity: no split gave every member >= {min_size} samples in {max_tries} tries; "
-        "use a larger beta or a smaller min_size"
-    )
+    """Quantity skew: every member gets ``min_size``, the rest is shared ~ Dir(beta); IID samples.
+
+    Guaranteeing ``min_size`` first (instead of redrawing until a draw happens to satisfy it)
+    never fails for small beta or many members; shares are rounded by largest remainder.
+    """
+    spare = n - min_size * num_clients
+    if spare < 0:
+        raise ValueError(
+            f"quantity: {num_clients} members x min_size {min_size} exceed {n} samples"
+        )
+    share = rng.dirichlet(np.full(num_clients, beta))
+    if not np.all(np.isfinite(share)) or share.sum() <= 0:
+        share = np.full(num_clients, 1 / num_clients)
+    raw = share / share.sum() * spare
+    sizes = np.floor(raw).astype(np.int64)
+    largest_remainders = np.argsort(sizes - raw, kind="stable")
+    sizes[largest_remainders[: spare - int(sizes.sum())]] += 1
+    sizes += min_size
+    return list(np.split(rng.permutation(n), np.cumsum(sizes)[:-1]))
 
 
 def _label_k(
@@ -199,14 +230,21 @@ def partition(
     groups: np.ndarray | None = None,
     max_tries: int = 1000,
 ) -> Partition:
-    """Split ``len(labels)`` samples among ``num_clients`` members.
+    """Split ``len(labels)`` samples among ``num_clients`` members as disjoint index sets.
 
-    Schemes: ``iid`` (random equal split), ``homogeneous`` (equal count of each class),
-    ``dirichlet`` (label skew, Dir(alpha) per class, NIID-Bench balance rule, >= min_size each),
-    ``quantity`` (sizes ~ Dir(beta), >= min_size each, samples IID), ``label_k`` (k classes per
-    member), ``groups`` (natural groups / domains given by ``groups``).
+    Schemes: ``iid`` (random equal split), ``homogeneous`` (equal count of each class, +-1),
+    ``dirichlet`` (label skew, Dir(alpha) per class, NIID-Bench balance rule, >= min_size each,
+    at most ``max_tries`` draws), ``quantity`` (min_size each plus a Dir(beta) share of the rest,
+    samples IID), ``label_k`` (k classes per member; classes nobody drew go to one random
+    member, so the cover stays complete), ``groups`` (natural groups / domains given by
+    ``groups``: one member per group, or each group split IID among several members).
+    Deterministic given ``rng``; every result is validated before it is returned.
     """
     labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must be non-negative class ids")
     n = len(labels)
     if scheme not in SCHEMES:
         raise ValueError(f"unknown partition scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
@@ -214,10 +252,12 @@ def partition(
         raise ValueError(f"num_clients must be >= 1, got {num_clients}")
     if num_clients > n:
         raise ValueError(f"cannot split {n} samples among {num_clients} members")
-    if alpha <= 0 or beta <= 0:
+    if not (alpha > 0 and beta > 0):  # also rejects NaN
         raise ValueError(f"alpha and beta must be > 0, got alpha={alpha}, beta={beta}")
     if min_size < 0:
         raise ValueError(f"min_size must be >= 0, got {min_size}")
+    if max_tries < 1:
+        raise ValueError(f"max_tries must be >= 1, got {max_tries}")
     if scheme == "iid":
         parts: list = _iid(n, num_clients, rng)
     elif scheme == "homogeneous":
@@ -225,7 +265,7 @@ def partition(
     elif scheme == "dirichlet":
         parts = _dirichlet(labels, num_clients, alpha, min_size, rng, max_tries)
     elif scheme == "quantity":
-        parts = _quantity(n, num_clients, beta, min_size, rng, max_tries)
+        parts = _quantity(n, num_clients, beta, min_size, rng)
     elif scheme == "label_k":
         parts = _label_k(labels, num_clients, k, rng)
     else:

