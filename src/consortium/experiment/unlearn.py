@@ -134,38 +134,34 @@ def build_unlearning(name: str, env: Env, section: UnlearnSection, weights: dict
     raise ConfigError(f"unknown unlearning method {name!r}")
 
 
+def _cell(key: str, v: Any) -> str:
+    if v is None:
+        return "—"
+    if key.startswith("bytes"):
+        return f"{v / 1e6:.2f}"
+    if key == "wall_time_s":
+        return f"{v:.1f}"
+    if isinstance(v, float):
+        return f"{v:.3f}" if key == "time_vs_retrain" else f"{v:.4f}"
+    return str(v)
+
+
 def unlearning_table(summaries: dict[str, dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     table.add_column("method", style="bold")
     for _, label in COLUMNS:
         table.add_column(label, justify="right")
     for name, s in summaries.items():
-        cells = []
-        for key, _ in COLUMNS:
-            v = s.get(key)
-            if v is None:
-                cells.append("—")
-            elif key.startswith("bytes"):
-                cells.append(f"{v / 1e6:.2f}")
-            elif key == "wall_time_s":
-                cells.append(f"{v:.1f}")
-            elif isinstance(v, float):
-                cells.append(f"{v:.4f}" if key != "time_vs_retrain" else f"{v:.3f}")
-            else:
-                cells.append(str(v))
-        table.add_row(name, *cells)
+        table.add_row(name, *[_cell(key, s.get(key)) for key, _ in COLUMNS])
     return table
 
 
-def _markdown(table_rows: dict[str, dict[str, Any]]) -> str:
+def _markdown(summaries: dict[str, dict[str, Any]]) -> str:
     header = ["method"] + [label for _, label in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, s in table_rows.items():
-        vals = []
-        for key, _ in COLUMNS:
-            v = s.get(key)
-            vals.append("—" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
-        lines.append("| " + " | ".join([name, *vals]) + " |")
+    for name, s in summaries.items():
+        cells = [_cell(key, s.get(key)) for key, _ in COLUMNS]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
