@@ -17,11 +17,11 @@ from typing import Any, Literal
 from pydantic import Field
 
 from consortium.algorithms.fedra import FedRA, FedRAConfig, fedra_client_app, seeded_lora_model_fn
-from consortium.data import Dataset, DatasetNotFoundError, DatasetSplits, build_federated_data
+from consortium.data import Dataset, DatasetNotFoundError, DatasetSplits
 from consortium.data.text import by_release, byte_tokenize, load_spam_assassin, tokenize
 from consortium.experiment.config import ConfigError, Experiment, Section
 from consortium.experiment.methods import Env, MethodSpec, register_method
-from consortium.experiment.runner import register_data_builder
+from consortium.experiment.runner import federate, register_data_builder
 from consortium.models.transformer import (
     MINILM,
     LoraSettings,
@@ -62,21 +62,7 @@ def build_spam_assassin(exp: Experiment) -> Any:
             corpus.texts, minilm_path() if tokenizer == MINILM else tokenizer, max_tokens
         )
     splits = DatasetSplits(Dataset("spam_assassin", ids, corpus.labels, 2, corpus.groups), None)
-    d = exp.data
-    return build_federated_data(
-        splits,
-        num_clients=d.num_clients,
-        scheme=d.partition,
-        seed=exp.seed,
-        alpha=d.alpha,
-        beta=d.beta,
-        k=d.k,
-        min_size=d.min_size,
-        client_test_fraction=d.client_test_fraction,
-        server_val_fraction=d.server_val_fraction,
-        test_fraction=d.test_fraction,
-        max_samples=d.max_samples,
-    )
+    return federate(exp, splits)
 
 
 class FedRAOptions(Section):

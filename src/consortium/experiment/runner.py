@@ -22,7 +22,7 @@ import tomli_w
 from rich.console import Console
 
 from consortium.core.run import RunResult, load_checkpoint, run_workflow
-from consortium.data import build_federated_data
+from consortium.data import DatasetSplits, FederatedData, build_federated_data
 from consortium.experiment.config import ConfigError, Experiment
 from consortium.experiment.methods import Env, get_method
 from consortium.report import write_report
@@ -57,12 +57,18 @@ def build_data(exp: Experiment) -> Any:
         return _DATA_BUILDERS[d.dataset](exp)
     if d.options:
         raise ConfigError(f"data.options: dataset {d.dataset!r} takes no options")
+    return federate(exp, d.dataset)
+
+
+def federate(exp: Experiment, dataset: str | DatasetSplits) -> FederatedData:
+    """Split ``dataset`` (a registered name or loaded splits) as the ``[data]`` table says."""
+    d = exp.data
     return build_federated_data(
-        d.dataset,
+        dataset,
         num_clients=d.num_clients,
         scheme=d.partition,
         seed=exp.seed,
-        path=d.path,
+        path=d.path if isinstance(dataset, str) else None,
         alpha=d.alpha,
         beta=d.beta,
         k=d.k,
