@@ -1,0 +1,155 @@
+"""The parts every fair-reward workflow shares: the server's width evaluator, the set-up phase
+(standalone training, data sizes) and the fairness summary of the rewards.
+
+Kept apart from the workflows so Aequa, its training-time variant, CGSV and IAFL report the
+same numbers under the same keys, computed the same way:
+
+* ``contributions`` — the contribution of each member the rewards are judged against;
+* ``reward_test_accuracy`` — each member's reward model on the server's test set, the common
+  yardstick of the fair-reward literature (CGSV, IAFL score every model on one test set);
+  ``pearson`` is computed on it;
+* ``client_accuracy`` / ``mean_client_accuracy`` — the reward on each member's own test view,
+  measured by the member; ``pearson_own_view`` and ``ipr`` (reward ≥ standalone, both on the
+  member's own test view) use it; ``ipr_global`` compares on the server's test set instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from consortium.algorithms.aequa.client import WidthModels
+from consortium.algorithms.aequa.contribution import (
+    StandaloneResult,
+    collect_data_sizes,
+    run_standalone_phase,
+)
+from consortium.algorithms.supervised import ModelFn, client_accuracy_summary
+from consortium.core.grid import Grid
+from consortium.core.message import Arrays
+from consortium.metrics.fairness import ipr, member_table, pearson
+from consortium.models.slimmable import submodel_arrays
+from consortium.models.weights import set_arrays
+from consortium.training import LocalTrainConfig, evaluate
+
+log = logging.getLogger("consortium.fairness")
+
+
+class Scorer(Protocol):
+    """A server-held split that scores a model's arrays (accuracy); ``len`` is its size."""
+
+    def __len__(self) -> int: ...
+
+    def __call__(self, arrays: Mapping[str, np.ndarray]) -> float: ...
+
+
+class WidthEvaluator:
+    """Scores a slimmable model's arrays at any width on a server-held split.
+
+    A width-``p`` pass of the full model computes exactly what the extracted width-``p``
+    sub-model computes (tested), so the server never builds the sub-models to score them.
+    """
+
+    def __init__(
+        self, model_fn: ModelFn, x: np.ndarray, y: np.ndarray, device: str = "auto"
+    ) -> None:
+        self.models = WidthModels(model_fn, device)
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __call__(self, arrays: Mapping[str, np.ndarray], width: float = 1.0) -> float:
+        if len(self.y) == 0:
+            return float("nan")
+        model = self.models.full()
+        set_arrays(model, arrays)
+        model.set_width(width)
+        try:
+            return evaluate(model, self.x, self.y, device=self.models.device)["accuracy"]
+        finally:
+            model.set_width(1.0)
+
+    def sub_arrays(self, arrays: Mapping[str, np.ndarray], width: float) -> Arrays:
+        """The width-``width`` sub-model's arrays (smaller tensors) cut from the full arrays."""
+        if width >= 1.0:
+            return dict(arrays)
+        return submodel_arrays(self.models.full(), arrays, width)
+
+
+def setup_phase(
+    grid: Grid,
+    init: Arrays,
+    local: LocalTrainConfig,
+    rounds: int,
+    *,
+    standalone: bool,
+    sizes: bool,
+    val: Scorer | None,
+    test: Scorer | None,
+    chunk_size: int = 32,
+    cache: MutableMapping[str, Any] | None = None,
+) -> tuple[StandaloneResult | None, dict[int, float] | None]:
+    """Standalone accuracies (when asked) and data sizes (when asked), before round 1."""
+    result = None
+    if standalone:
+        result = run_standalone_phase(
+            grid,
+            init,
+            local,
+            rounds,
+            val_score=None if val is None or len(val) == 0 else val,
+            test_score=None if test is None or len(test) == 0 else test,
+            chunk_size=chunk_size,
+            cache=cache,
+        )
+    data_sizes = None
+    if sizes:
+        data_sizes = dict(result.num_train) if result is not None else collect_data_sizes(grid)
+    return result, data_sizes
+
+
+def _str_keys(values: Mapping[int, float]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in sorted(values.items())}
+
+
+def reward_summary(
+    contributions: Mapping[int, float],
+    reward_test: Mapping[int, float],
+    reward_own: Mapping[int, Mapping[str, float]],
+    standalone: StandaloneResult | None,
+    widths: Mapping[int, float] | None = None,
+) -> dict[str, Any]:
+    """The fairness part of a run summary (see the module docstring for every key)."""
+    own = {c: m["accuracy"] for c, m in reward_own.items() if "accuracy" in m}
+    out: dict[str, Any] = {
+        "contributions": _str_keys(contributions),
+        "reward_test_accuracy": _str_keys(reward_test),
+        **client_accuracy_summary(reward_own),
+        "pearson": pearson(contributions, reward_test),
+        "pearson_own_view": pearson(contributions, own),
+    }
+    if widths is not None:
+        out["widths"] = _str_keys(widths)
+    if standalone is not None:
+        out["ipr"] = ipr(own, standalone.own)
+        out["ipr_global"] = ipr(reward_test, standalone.test) if standalone.test else None
+        out["standalone_accuracy"] = _str_keys(standalone.own)
+        if standalone.test:
+            out["standalone_test_accuracy"] = _str_keys(standalone.test)
+        if standalone.val:
+            out["standalone_val_accuracy"] = _str_keys(standalone.val)
+    out["members"] = member_table(
+        contributions,
+        reward_test,
+        standalone.test if standalone is not None else None,
+        reward_own_view=own,
+        standalone_own_view=standalone.own if standalone is not None else None,
+        width=widths,
+    )
+    if np.isnan(out["pearson"]):
+        log.info("pearson is undefined (constant contributions or constant reward accuracies)")
+    return out

@@ -1,0 +1,234 @@
+"""Aequa as a workflow: train one slimmable model, then give each member the width it earned.
+
+Tastan, Horváth, Nandakumar. *Aequa: Fair Model Rewards in Collaborative Learning via
+Slimmable Networks.* ICML 2025 (arXiv 2502.04850); the algorithm as reconstructed in
+papers.md 1(b).
+
+0. Set-up: members train alone once (standalone accuracies: a contribution measure and the
+   baseline of IPR) or report their data sizes, as the contribution measure needs.
+1. Rounds (Algorithm 1): every sampled member trains the full slimmable model; on each batch
+   the loss of the full width plus that of randomly drawn narrower widths (shared weights).
+   Every member trains every weight, so the server averages with plain FedAvg.
+   With CGSV-style contributions, each update's cosine with the aggregate is tracked.
+2. Finish (post-training allocation, "Eq. 3" as reconstructed): accuracy-vs-width curve on
+   the server's validation split, made monotone; contributions → target accuracies → widths;
+   each member receives its width-``p_i`` sub-model (smaller tensors, cut from the full
+   model) and scores it on its own test view. The server scores each reward width on its test
+   set for the fairness summary.
+
+The full-width model is the run's model (``test_accuracy``); members are assumed to train it
+inside a TEE and to keep only their reward (papers.md 1(a)).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import numpy as np
+
+from consortium.algorithms.aequa.allocation import Allocation, accuracy_curve, allocate, width_grid
+from consortium.algorithms.aequa.config import AequaConfig
+from consortium.algorithms.aequa.contribution import (
+    CosineContribution,
+    StandaloneResult,
+    static_contributions,
+    subtract,
+)
+from consortium.algorithms.aequa.rewards import WidthEvaluator, reward_summary, setup_phase
+from consortium.algorithms.supervised import ModelFn, initial_arrays, weighted_metric
+from consortium.core.aggregation import Update, weighted_mean
+from consortium.core.grid import Grid
+from consortium.core.message import Arrays, Message
+from consortium.core.validation import ReplySpec
+from consortium.core.workflow import Workflow
+from consortium.models.slimmable import require_slimmable
+
+log = logging.getLogger("consortium.aequa")
+
+
+class Aequa(Workflow):
+    """Aequa with post-training model rewards (Algorithm 1 + allocation).
+
+    Members run :func:`~consortium.algorithms.aequa.client.aequa_client_app`.
+
+    Parameters
+    ----------
+    config
+        See :class:`AequaConfig`.
+    model_fn
+        Builds the untrained slimmable model (``slim_cnn``, ``slim_resnet18``, ...).
+    val_x, val_y
+        The server's validation split: the accuracy-vs-width curve is measured on it (and
+        standalone contributions). When empty, the test set is used and the summary says so.
+    test_x, test_y
+        The server's test set (full-width accuracy per round, reward accuracies).
+    standalone_cache
+        Shared between methods of one experiment so the standalone phase runs once.
+    """
+
+    name = "aequa"
+    progress_keys = ("test_accuracy", "train_loss")
+
+    def __init__(
+        self,
+        config: AequaConfig,
+        model_fn: ModelFn,
+        val_x: np.ndarray,
+        val_y: np.ndarray,
+        test_x: np.ndarray,
+        test_y: np.ndarray,
+        device: str = "auto",
+        standalone_cache: MutableMapping[str, Any] | None = None,
+    ) -> None:
+        require_slimmable(model_fn())
+        self.config = config
+        self.num_rounds = config.rounds
+        self.model_fn = model_fn
+        self.test = WidthEvaluator(model_fn, test_x, test_y, device)
+        self.val = WidthEvaluator(model_fn, val_x, val_y, device)
+        self.curve_split = "validation"
+        if len(val_y) == 0:
+            log.warning("no server validation split: the width curve is measured on the test set")
+            self.val, self.curve_split = self.test, "test"
+        self.standalone_cache = standalone_cache
+        self.weights: Arrays = {}
+        self.standalone: StandaloneResult | None = None
+        self.sizes: dict[int, float] | None = None
+        self.tracker = CosineContribution(config.contribution.alpha)
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def setup(self, grid: Grid) -> dict[str, Any]:
+        cfg = self.config
+        self.weights = initial_arrays(self.model_fn, grid.seed)
+        self.standalone, self.sizes = setup_phase(
+            grid,
+            self.weights,
+            cfg.local,
+            cfg.rounds,
+            standalone=cfg.needs_standalone,
+            sizes=cfg.contribution.kind == "data_size",
+            val=self.val if self.curve_split == "validation" else None,
+            test=self.test,
+            chunk_size=cfg.chunk_size,
+            cache=self.standalone_cache,
+        )
+        out: dict[str, Any] = {}
+        if self.standalone is not None:
+            out["standalone_accuracy"] = {str(k): v for k, v in self.standalone.own.items()}
+        return out
+
+    # -- rounds (Algorithm 1) -------------------------------------------------------------
+
+    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
+        cfg = self.config
+        sampled = grid.sample(cfg.clients_per_round)
+        msg = Message(
+            "aequa_train",
+            arrays=self.weights,
+            config={**cfg.local.as_config(), **cfg.width_config(), "width": 1.0},
+        )
+        replies = grid.send({c: msg for c in sampled}, expect=ReplySpec.like(self.weights))
+        metrics: dict[str, Any] = {"sampled": sampled}
+        updates = [
+            Update(r.arrays, r.metrics.get("num_examples", 0.0) if cfg.weighted else 1.0)
+            for r in replies.values()
+        ]
+        if sum(u.weight for u in updates) > 0:
+            new = weighted_mean(updates)
+            if cfg.contribution.kind == "cgsv":
+                deltas = {c: subtract(r.arrays, self.weights) for c, r in replies.items()}
+                phis = self.tracker.observe(deltas, subtract(new, self.weights))
+                metrics["cosine"] = {str(c): v for c, v in phis.items()}
+            self.weights = new
+            metrics["train_loss"] = weighted_metric(replies, "train_loss")
+        if rnd % cfg.eval_every == 0 or rnd == self.num_rounds:
+            metrics["test_accuracy"] = self.test(self.weights)
+            metrics[f"test_accuracy_p{cfg.p_min:g}"] = self.test(self.weights, cfg.p_min)
+        return metrics
+
+    # -- finish: post-training allocation -------------------------------------------------
+
+    def contributions(self, grid: Grid) -> dict[int, float]:
+        """Each member's contribution under the configured assessment."""
+        static = static_contributions(
+            self.config.contribution,
+            grid.num_clients,
+            sizes=self.sizes,
+            standalone=self.standalone,
+        )
+        if static is not None:
+            return static
+        values = self.tracker.values()
+        missing = [c for c in grid.client_ids if c not in values]
+        if missing:  # never sampled: nothing was observed, so nothing is credited
+            log.warning("members %s were never observed; their contribution is 0", missing[:5])
+        return {c: values.get(c, 0.0) for c in grid.client_ids}
+
+    def allocate(self, contributions: Mapping[int, float], step: float) -> Allocation:
+        cfg = self.config
+        grid_widths, raw, _ = accuracy_curve(
+            lambda p: self.val(self.weights, p), width_grid(cfg.p_min, step)
+        )
+        return allocate(
+            contributions,
+            grid_widths,
+            raw,
+            normalisation=cfg.allocation.normalisation,
+            rule=cfg.allocation.rule,
+        )
+
+    def distribute(self, grid: Grid, widths: Mapping[int, float]) -> dict[int, dict[str, float]]:
+        """Send every member its reward sub-model; members score it on their test views."""
+        per_member: dict[int, dict[str, float]] = {}
+        if not self.config.evaluate_clients:
+            return per_member
+        by_width: dict[float, list[int]] = {}
+        for cid, p in widths.items():
+            by_width.setdefault(p, []).append(cid)
+        for p, members in sorted(by_width.items()):
+            msg = Message(
+                "evaluate_width", arrays=self.test.sub_arrays(self.weights, p), config={"width": p}
+            )
+            for start in range(0, len(members), self.config.chunk_size):
+                chunk = members[start : start + self.config.chunk_size]
+                replies = grid.send({c: msg for c in chunk}, expect=ReplySpec({}))
+                per_member.update({c: dict(r.metrics) for c, r in replies.items()})
+        return per_member
+
+    def finish(self, grid: Grid) -> dict[str, Any]:
+        cfg = self.config
+        contributions = self.contributions(grid)
+        allocation = self.allocate(contributions, cfg.allocation.grid_step)
+        acc_at = {p: self.test(self.weights, p) for p in sorted(set(allocation.widths.values()))}
+        reward_test = {c: acc_at[p] for c, p in allocation.widths.items()}
+        own = self.distribute(grid, allocation.widths)
+        summary: dict[str, Any] = {
+            "test_accuracy": self.test(self.weights),
+            "contribution_kind": cfg.contribution.kind,
+            "curve_split": self.curve_split,
+            "p_min": cfg.p_min,
+            **allocation.as_dict(),
+            **reward_summary(contributions, reward_test, own, self.standalone, allocation.widths),
+        }
+        return summary
+
+    def final_arrays(self) -> Arrays:
+        return self.weights
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights,
+            "standalone": None if self.standalone is None else self.standalone.state_dict(),
+            "sizes": self.sizes,
+            "tracker": self.tracker.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.weights = dict(state["weights"])
+        st = state.get("standalone")
+        self.standalone = None if st is None else StandaloneResult.from_state(st)
+        self.sizes = state.get("sizes")
+        self.tracker.load_state_dict(state["tracker"])
