@@ -1,5 +1,6 @@
 """Experiments: validated TOML files, the method registry and the runner."""
 
+import consortium.experiment.fairness  # registers Aequa, CGSV and IAFL
 import consortium.experiment.fedra  # noqa: F401  (registers FedRA's methods, text data)
 from consortium.experiment.config import ConfigError, Experiment, build_experiment
 from consortium.experiment.config import load_experiment as _load
