@@ -95,3 +95,37 @@ def test_bad_requests_exit_2(run_dir, capsys, flags, expected):
     assert main(["unlearn", str(run_dir), *flags, "--no-progress", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1
+
+
+AEQUA_RUN = """
+name = "aequa-base"
+seed = 0
+methods = ["aequa"]
+[data]
+dataset = "digits"
+num_clients = 4
+server_val_fraction = 0.15
+[model]
+name = "slim_cnn"
+[train]
+epochs = 1
+[federation]
+rounds = 6
+[aequa]
+contribution = "data_size"
+measure_standalone = false
+"""
+
+
+def test_an_aequa_trained_slimmable_model_can_be_unlearned(tmp_path, capsys):
+    """Methods compose: the slimmable model Aequa trained is unlearned like any CNN."""
+    exp = tmp_path / "exp.toml"
+    exp.write_text(AEQUA_RUN)
+    run = tmp_path / "run"
+    assert main(["run", str(exp), "--out", str(run), "--no-progress"]) == 0
+    args = ["unlearn", str(run), "--class", "2", "--from", "aequa", "--methods", "selective"]
+    assert main([*args, "--no-progress", "--set", "unlearn.shadow_attack=false"]) == 0
+    summary = json.loads((run / "unlearn-class2" / "summary.json").read_text())
+    assert summary["original"]["forget_accuracy"] > 0.5
+    assert summary["selective"]["forget_accuracy"] < 0.1
+    assert 0 < summary["selective"]["parameters_touched"] < summary["selective"]["parameters_total"]

@@ -81,7 +81,7 @@ class AequaOptions(ContributionOptions):
     )
     weighted: bool = Field(True, description="weight updates by member sample counts")
     grid_step: float = Field(0.01, gt=0, le=1, description="width grid of the reward curve")
-    normalisation: Literal["minmax", "max"] = "minmax"
+    normalisation: Literal["minmax", "max"] = "max"
     rule: Literal["nearest", "first_reaching"] = "nearest"
     evaluate_clients: bool = Field(True, description="members evaluate their rewards")
     warmup_rounds: int = Field(2, ge=0, description="training-time: full-width rounds first")

@@ -86,8 +86,9 @@ def test_equal_contributions_give_everyone_the_full_model():
 
 
 def test_normalisations():
-    assert normalise({0: 1.0, 1: 3.0, 2: 2.0}) == {0: 0.0, 1: 1.0, 2: 0.5}
+    assert normalise({0: 1.0, 1: 3.0, 2: 2.0}, "minmax") == {0: 0.0, 1: 1.0, 2: 0.5}
     assert normalise({0: 1.0, 1: 4.0, 2: -2.0}, "max") == {0: 0.25, 1: 1.0, 2: 0.0}
+    assert normalise({0: 1.0, 1: 4.0, 2: 2.0}) == {0: 0.25, 1: 1.0, 2: 0.5}  # default: c/c_max
     with pytest.raises(ValueError):
         normalise({0: 1.0}, "median")
     with pytest.raises(ValueError):

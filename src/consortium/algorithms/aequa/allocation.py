@@ -8,7 +8,7 @@ reconstruction implemented here, each step a separate function so any can be swa
 1. ``a(p)`` — accuracy of the width-``p`` sub-network on the server's validation split for
    every ``p`` of a grid, made non-decreasing by a running maximum (a wider network that
    happens to score lower would otherwise make "more contribution" buy "less accuracy");
-2. ``ĉ_i`` — contributions normalised to [0, 1] (min-max by default);
+2. ``ĉ_i`` — contributions normalised to [0, 1] (``c/c_max`` by default, or min-max);
 3. ``a*_i = a(p_min) + ĉ_i · (a(1) − a(p_min))`` — the target accuracy;
 4. ``p_i`` — the narrowest grid width whose accuracy reaches ``a*_i`` (or the nearest);
    members with ``ĉ_i = 1`` get width 1 whatever the curve's shape.
@@ -52,7 +52,7 @@ def accuracy_curve(
     return grid, raw, monotone(raw)
 
 
-def normalise(contributions: Mapping[int, float], mode: str = "minmax") -> dict[int, float]:
+def normalise(contributions: Mapping[int, float], mode: str = "max") -> dict[int, float]:
     """Contributions mapped to [0, 1]; the top contributor(s) get exactly 1.
 
     ``minmax`` maps the lowest to 0; ``max`` divides by the largest (negatives clip to 0).
@@ -129,7 +129,7 @@ def allocate(
     widths: Sequence[float],
     accuracies: Sequence[float],
     *,
-    normalisation: str = "minmax",
+    normalisation: str = "max",
     rule: str = "first_reaching",
 ) -> Allocation:
     """Widths for members from their contributions and a measured accuracy-vs-width curve.

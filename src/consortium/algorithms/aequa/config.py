@@ -69,9 +69,12 @@ class AllocationConfig:
         curve is measured (the server's validation split; one evaluation per grid point). A
         fine grid lets rewards follow contributions closely.
     normalisation
-        ``minmax``: ``ĉ = (c − c_min)/(c_max − c_min)`` (the lowest contributor gets the
-        narrowest width); ``max``: ``ĉ = max(c, 0)/c_max`` (a member keeps a share of the
-        range proportional to its contribution).
+        ``max`` (default): ``ĉ = max(c, 0)/c_max`` — a member's target sits at the share of
+        the achievable range its contribution is of the top one, so near-equal contributors
+        get near-equal rewards; ``minmax``: ``ĉ = (c − c_min)/(c_max − c_min)`` — the lowest
+        contributor gets the narrowest width however small its gap to the others (higher ρ
+        when contributions barely differ, but rewards far below what members could train
+        alone: on digits, homogeneous split, IPR 0.125 vs 0.875 with ``max``).
     rule
         ``nearest`` (default): the width whose (monotone) accuracy is closest to the target
         (ties: the narrower), so reward accuracies sit on the line the targets draw;
@@ -80,7 +83,7 @@ class AllocationConfig:
     """
 
     grid_step: float = 0.01
-    normalisation: Normalisation = "minmax"
+    normalisation: Normalisation = "max"
     rule: TargetRule = "nearest"
 
     def __post_init__(self) -> None:
