@@ -63,6 +63,10 @@ def test_kill_and_resume_is_bit_identical(tiny_federation, tmp_path):
     cut_lines = read_jsonl(tmp_path / "cut" / "metrics.jsonl")
     for a, b in zip(full_lines, cut_lines, strict=True):
         assert a["failures"] == b["failures"] and a["test_accuracy"] == b["test_accuracy"]
+    # CPU time is accounted per round and, across the resume, in the summary
+    assert all(line["cpu_s"] > 0 for line in cut_lines)
+    cpu_rounds = sum(line["cpu_s"] for line in cut_lines)
+    assert cpu_rounds <= resumed.summary["cpu_time_s"] < cpu_rounds + 60
 
 
 def test_resuming_a_finished_run_returns_it(tiny_federation, tmp_path):
