@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -183,9 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console=console,
             )
         elif args.command == "report":
+            from consortium.experiment.runner import write_family_reports
             from consortium.report import write_report
 
             console.print(write_report(args.run_dir))
+            config = Path(args.run_dir) / "config.json"
+            if config.exists():  # the families' own plots too (methods still registered)
+                names = json.loads(config.read_text()).get("methods", [])
+                write_family_reports([n for n in names if n in available_methods()], config.parent)
         elif args.command == "methods":
             table = Table("method", "what it is")
             for name, text in available_methods().items():

@@ -2,6 +2,7 @@
 
 import consortium.experiment.fairness  # registers Aequa, CGSV and IAFL
 import consortium.experiment.fedra  # noqa: F401  (registers FedRA's methods, text data)
+from consortium.experiment import mtl as _mtl  # noqa: F401  (registers DMTRL, task data)
 from consortium.experiment.config import ConfigError, Experiment, build_experiment
 from consortium.experiment.config import load_experiment as _load
 from consortium.experiment.methods import (

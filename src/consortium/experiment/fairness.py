@@ -34,6 +34,7 @@ from consortium.core.workflow import Workflow
 from consortium.experiment.config import Section
 from consortium.experiment.methods import Env, MethodSpec, register_method
 from consortium.models import slimmable  # noqa: F401  (registers slim_cnn, slim_resnet18)
+from consortium.report.fairness_plots import write_run_fairness_plots
 
 Kind = Literal["data_size", "standalone", "cgsv", "given"]
 
@@ -226,6 +227,7 @@ register_method(
         AequaOptions,
         _build_aequa(False),
         "Aequa: slimmable model, width rewards allocated after training",
+        write_run_fairness_plots,
     )
 )
 register_method(
@@ -234,11 +236,24 @@ register_method(
         AequaOptions,
         _build_aequa(True),
         "Aequa with training-time rewards: members train the width they earned",
+        write_run_fairness_plots,
     )
 )
 register_method(
-    MethodSpec("cgsv", CGSVOptions, _build_cgsv, "CGSV: cosine reputations, masked rewards")
+    MethodSpec(
+        "cgsv",
+        CGSVOptions,
+        _build_cgsv,
+        "CGSV: cosine reputations, masked rewards",
+        write_run_fairness_plots,
+    )
 )
 register_method(
-    MethodSpec("iafl", IAFLOptions, _build_iafl, "IAFL: shares of others' updates as rewards")
+    MethodSpec(
+        "iafl",
+        IAFLOptions,
+        _build_iafl,
+        "IAFL: shares of others' updates as rewards",
+        write_run_fairness_plots,
+    )
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -44,12 +45,23 @@ class Env:
 Builder = Callable[[Env, Any], tuple[Workflow, ClientApp]]
 
 
+RunReport = Callable[[Path], Any]
+
+
 @dataclass(frozen=True)
 class MethodSpec:
+    """A method experiments can name.
+
+    ``report``, when given, draws the family's own outputs (plots, tables) from the finished
+    run folder; the runner calls each distinct one once, after every method has run, so a
+    family's report can compare its methods.
+    """
+
     name: str
     options: type[Section]
     build: Builder
     description: str
+    report: RunReport | None = None
 
 
 _METHODS: dict[str, MethodSpec] = {}

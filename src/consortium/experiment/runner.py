@@ -102,6 +102,17 @@ def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -
     (out / "config.json").write_text(json.dumps(exp.to_toml_dict(), indent=2))
 
 
+def write_family_reports(methods: list[str], run_dir: Path) -> None:
+    """Each distinct family report of ``methods`` once (Aequa's width curves, DMTRL's
+    convergence and task-correlation plots, ...), after the generic report."""
+    done: list[Any] = []
+    for name in methods:
+        report = get_method(name).report
+        if report is not None and report not in done:
+            done.append(report)
+            report(run_dir)
+
+
 def run_experiment(
     exp: Experiment,
     out: str | Path | None = None,
@@ -167,6 +178,7 @@ def run_experiment(
             description=name,
         )
     console.print(write_report(run_dir))
+    write_family_reports(exp.methods, run_dir)
     if exp.unlearn is not None:
         from consortium.experiment.unlearn import run_unlearning
 

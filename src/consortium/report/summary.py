@@ -24,6 +24,18 @@ COLUMNS: list[tuple[str, str]] = [
     ("replies_rejected", "rejected"),
 ]
 
+# Shown only when some method reports them (regression tasks have no accuracy).
+OPTIONAL_COLUMNS: list[tuple[str, str]] = [
+    ("mean_rmse", "mean RMSE"),
+    ("mean_explained_variance", "mean expl. var."),
+]
+
+
+def columns(summaries: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """The table's columns: the fixed ones, after the optional ones some summary holds."""
+    extra = [c for c in OPTIONAL_COLUMNS if any(c[0] in s for s in summaries.values())]
+    return extra + COLUMNS
+
 
 def method_dirs(run_dir: Path) -> list[Path]:
     """Method folders of an experiment run (those holding a summary), in the configured order."""
@@ -54,13 +66,14 @@ def _fmt(key: str, value: Any) -> str:
 
 
 def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[list[str]]:
-    return [[name] + [_fmt(k, s.get(k)) for k, _ in COLUMNS] for name, s in summaries.items()]
+    cols = columns(summaries)
+    return [[name] + [_fmt(k, s.get(k)) for k, _ in cols] for name, s in summaries.items()]
 
 
 def summary_table(summaries: dict[str, dict[str, Any]], title: str = "") -> Table:
     table = Table(title=title or None)
     table.add_column("method", style="bold")
-    for _, label in COLUMNS:
+    for _, label in columns(summaries):
         table.add_column(label, justify="right")
     for row in summary_rows(summaries):
         table.add_row(*row)
@@ -68,7 +81,7 @@ def summary_table(summaries: dict[str, dict[str, Any]], title: str = "") -> Tabl
 
 
 def summary_markdown(summaries: dict[str, dict[str, Any]]) -> str:
-    header = ["method"] + [label for _, label in COLUMNS]
+    header = ["method"] + [label for _, label in columns(summaries)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(summaries)]
     return "\n".join(lines) + "\n"

@@ -195,3 +195,7 @@ def test_experiment_methods_share_one_standalone_phase(tmp_path):
     assert "widths" in out.summaries["aequa"] and "widths" in out.summaries["aequa_training_time"]
     summary = json.loads((tmp_path / "aequa" / "summary.json").read_text())
     assert summary["contribution_kind"] == "standalone"
+    # the family's plots are drawn by the run itself
+    assert (tmp_path / "aequa" / "width_curve.png").exists()
+    for name in ("aequa", "cgsv", "iafl"):
+        assert (tmp_path / name / "contribution_vs_reward.png").exists(), name

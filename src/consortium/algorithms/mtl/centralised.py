@@ -1,0 +1,122 @@
+"""Centralised MTRL: the same objective as DMTRL, solved on the pooled data to high precision.
+
+The reference DMTRL must converge to (papers.md §6.3: "distributed solution equals the
+centralized MTRL solution, same λ's, to solver tolerance"). Pooling is exactly what members
+refuse, so this is a simulation-only reference: the workflow receives every task's training
+arrays in its constructor, solves on the server in round 1 (no communication), and in
+``finish`` sends each member its model for scoring, the same way DMTRL's models are scored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from consortium.algorithms.mtl.config import MTRLConfig
+from consortium.algorithms.mtl.dmtrl import correlation_summary
+from consortium.algorithms.mtl.evaluation import evaluate_models, task_scores
+from consortium.algorithms.mtl.solvers import fit_mtrl
+from consortium.core.grid import Grid
+from consortium.core.message import Arrays
+from consortium.core.workflow import Workflow
+from consortium.metrics.mtl import correlation_from_covariance
+
+
+class CentralisedMTRL(Workflow):
+    """Alternating exact W-steps and closed-form Ω-steps on the pooled data (Zhang & Yeung).
+
+    Parameters
+    ----------
+    config
+        See :class:`~consortium.algorithms.mtl.config.MTRLConfig`.
+    train_sets
+        ``(X_i, y_i)`` training arrays of every task, in member order.
+    kind
+        ``"regression"`` or ``"classification"``.
+    true_correlation
+        Known task correlation (synthetic data), for the summary and the plots.
+    info
+        Entries copied into the summary as they are (e.g. how λ was chosen).
+    """
+
+    name = "mtrl_centralised"
+    num_rounds = 1
+    progress_keys = ("objective",)
+
+    def __init__(
+        self,
+        config: MTRLConfig,
+        train_sets: Sequence[tuple[np.ndarray, np.ndarray]],
+        kind: Literal["regression", "classification"] = "regression",
+        true_correlation: np.ndarray | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.train_sets = list(train_sets)
+        self.kind = kind
+        self.true_correlation = true_correlation
+        self.info = dict(info or {})
+        self.w: np.ndarray | None = None
+        self.omega: np.ndarray | None = None
+        self.solve: dict[str, Any] = {}
+
+    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
+        cfg = self.config
+        if len(self.train_sets) != grid.num_clients:
+            raise ValueError(f"{len(self.train_sets)} training sets for {grid.num_clients} members")
+        t0 = time.perf_counter()
+        sol = fit_mtrl(
+            self.train_sets,
+            cfg.loss,
+            cfg.lambda1,
+            cfg.lambda2,
+            floor=cfg.omega_floor,
+            tol=cfg.tolerance,
+            max_outer=cfg.max_outer,
+        )
+        self.w, self.omega = sol.w, sol.omega
+        self.solve = {
+            "objective": sol.objective,
+            "outer_iterations": sol.outer_iterations,
+            "omega_change": sol.omega_change,
+            "solve_time_s": time.perf_counter() - t0,
+        }
+        return dict(self.solve)
+
+    def finish(self, grid: Grid) -> dict[str, Any]:
+        if self.w is None or self.omega is None:
+            return {}
+        summary = task_scores(evaluate_models(grid, self.w, self.config.loss), self.kind)
+        summary.update(self.solve)
+        summary.update(correlation_summary(self.omega, self.true_correlation))
+        summary.update(self.info)
+        return summary
+
+    def final_arrays(self) -> Arrays | None:
+        if self.w is None or self.omega is None:
+            return None
+        arrays = {
+            "W": self.w,
+            "Omega": self.omega,
+            "task_correlation": correlation_from_covariance(self.omega),
+        }
+        if self.true_correlation is not None:
+            arrays["true_correlation"] = np.asarray(self.true_correlation, np.float64)
+        return arrays
+
+    def write_plots(self, run_dir: str | Path) -> list[Path]:
+        """Task-correlation heatmap (learned next to the true one when known)."""
+        from consortium.algorithms.mtl.plots import write_method_plots
+
+        return write_method_plots(run_dir)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"w": self.w, "omega": self.omega, "solve": dict(self.solve)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.w, self.omega = state["w"], state["omega"]
+        self.solve = dict(state["solve"])

@@ -1,0 +1,149 @@
+"""Plots of a multi-task run, drawn from its files (metrics.jsonl, model.npz, summary.json).
+
+Reading files rather than memory means a finished, resumed or copied run folder can be plotted
+again at any time. Matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from consortium.core.run import METRICS, MODEL, SUMMARY, read_jsonl
+
+
+def plot_convergence(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
+    """Relative duality gap per round (log scale) and primal / dual objectives; Ω-steps are
+    marked, since each changes the W-step's problem and the gap jumps."""
+    pts = [r for r in rows if r.get("relative_gap") is not None]
+    if not pts:
+        return None
+    fig, (ax_gap, ax_obj) = plt.subplots(1, 2, figsize=(11, 4))
+    rounds = [r["round"] for r in pts]
+    gaps = [max(float(r["relative_gap"]), 1e-17) for r in pts]
+    ax_gap.semilogy(rounds, gaps, lw=1.2)
+    for r in rows:
+        if r.get("omega_step"):
+            ax_gap.axvline(r["round"], color="grey", lw=0.5, alpha=0.4)
+            ax_obj.axvline(r["round"], color="grey", lw=0.5, alpha=0.4)
+    ax_gap.set_xlabel("round")
+    ax_gap.set_ylabel("relative duality gap (P - D) / P")
+    ax_gap.set_title("convergence (grey: Ω-steps)")
+    ax_gap.grid(alpha=0.3, which="both")
+    ax_obj.plot(rounds, [r["primal"] for r in pts], label="primal P(W)")
+    ax_obj.plot(rounds, [r["dual"] for r in pts], label="dual D(α)")
+    ax_obj.set_xlabel("round")
+    ax_obj.set_ylabel("objective")
+    ax_obj.legend()
+    ax_obj.grid(alpha=0.3)
+    lo = min(r["dual"] for r in pts[len(pts) // 10 :] or pts)
+    hi = max(r["primal"] for r in pts[len(pts) // 10 :] or pts)
+    if hi > lo:
+        ax_obj.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_bytes(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
+    """Bytes sent up and down per round (all members together)."""
+    pts = [r for r in rows if r.get("bytes_up", 0) or r.get("bytes_down", 0)]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(
+        [r["round"] for r in pts], [r["bytes_up"] / 1e3 for r in pts], label="up (members → server)"
+    )
+    ax.plot(
+        [r["round"] for r in pts],
+        [r["bytes_down"] / 1e3 for r in pts],
+        label="down (server → members)",
+        ls="--",
+    )
+    ax.set_xlabel("round")
+    ax.set_ylabel("kB per round")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_correlation(learned: np.ndarray, true: np.ndarray | None, out: Path) -> Path:
+    """Heatmap of the learned task correlation, next to the true one when known."""
+    panels = [("learned task correlation", learned)]
+    if true is not None:
+        panels.append(("true task correlation", true))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    image = None
+    for ax, (title, mat) in zip(axes[0], panels, strict=True):
+        image = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_xlabel("task")
+        ax.set_ylabel("task")
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.85)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def write_method_plots(method_dir: str | Path) -> list[Path]:
+    """Every plot one method's run folder supports: ``convergence.png``, ``bytes.png`` and
+    ``task_correlation.png``."""
+    d = Path(method_dir)
+    rows = read_jsonl(d / METRICS)
+    written = [
+        plot_convergence(rows, d / "convergence.png"),
+        plot_bytes(rows, d / "bytes.png"),
+    ]
+    if (d / MODEL).exists():
+        model = np.load(d / MODEL)
+        if "task_correlation" in model.files:
+            true = model["true_correlation"] if "true_correlation" in model.files else None
+            written.append(
+                plot_correlation(model["task_correlation"], true, d / "task_correlation.png")
+            )
+    return [p for p in written if p is not None]
+
+
+def plot_task_scores(run_dir: str | Path, out: Path) -> Path | None:
+    """Per-task test score of every method of an experiment (tasks sorted by single-task
+    score when it ran): RMSE for regression, accuracy for classification."""
+    run_dir = Path(run_dir)
+    per: dict[str, dict[str, float]] = {}
+    key = None
+    for p in sorted(run_dir.iterdir()):
+        if not (p / SUMMARY).exists():
+            continue
+        s = json.loads((p / SUMMARY).read_text())
+        for k in ("client_rmse", "client_accuracy"):
+            if s.get(k):
+                per[p.name], key = s[k], k
+    if not per or key is None:
+        return None
+    ref = per.get("single_task") or next(iter(per.values()))
+    order = sorted(ref, key=lambda c: ref[c])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, scores in per.items():
+        ax.plot(
+            range(len(order)), [scores.get(c, np.nan) for c in order], marker=".", lw=1, label=name
+        )
+    ax.set_xlabel("task (sorted by the single-task score)" if "single_task" in per else "task")
+    ax.set_ylabel("test RMSE" if key == "client_rmse" else "test accuracy")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
