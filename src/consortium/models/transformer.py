@@ -105,6 +105,47 @@ def skip_blocks(model: nn.Module, keep: Sequence[int]) -> list[Any]:
     return handles
 
 
+def _base(model: nn.Module) -> nn.Module:
+    """The ``transformers`` model under a ``peft`` wrapper (or the model itself)."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def head_input_dim(model: nn.Module) -> int:
+    """Width of the features the classification head reads (an auxiliary head's input)."""
+    base = _base(model)
+    head = base.get_submodule("classifier")
+    while not isinstance(head, nn.Linear):  # peft wraps the trained head
+        head = getattr(head, "original_module", None) or head.modules_to_save["default"]
+    return int(head.in_features)
+
+
+def readout(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The features the model's own head would read if the encoder stopped at ``hidden``.
+
+    DepthFL puts a classifier after intermediate blocks; reading them out the way the final
+    head does (BERT: the pooler; ViT: final norm, CLS token; DINOv2: final norm, CLS token and
+    mean patch token) makes an auxiliary head at the last depth equal the model's own head.
+    """
+    base = _base(model)
+    kind = getattr(base.config, "model_type", "")
+    if kind == "bert":
+        return base.bert.pooler(hidden)
+    if kind == "vit":
+        return base.vit.layernorm(hidden)[:, 0]
+    if kind == "dinov2":
+        h = base.dinov2.layernorm(hidden)
+        return torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=-1)
+    raise ValueError(f"no read-out for model type {kind!r} (supported: bert, vit, dinov2)")
+
+
+def model_inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Keyword inputs of a ``transformers`` encoder: token ids (0 = padding) or pixels."""
+    if x.dtype in (torch.int64, torch.int32):
+        return {"input_ids": x, "attention_mask": (x != 0).long()}
+    return {"pixel_values": x}
+
+
 # --- LoRA ---------------------------------------------------------------------------------
 
 

@@ -1,24 +1,42 @@
 """A FedRA member: build the sub-model of the blocks it was given, tune adapters and head,
-send back only those (renamed to the global block indices)."""
+send back only those (renamed to the global block indices), with what the tuning cost it.
+
+``depthfl_train`` is the DepthFL member: the same sub-model plus one classifier after each
+block, trained with mutual self-distillation."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from consortium.algorithms.fedra.cost import ActivationMeter, peak_bytes, state_bytes
+from consortium.algorithms.fedra.heads import (
+    DepthHeads,
+    head_depth,
+    mutual_distillation_loss,
+)
 from consortium.core.client import ClientApp, ClientContext
 from consortium.core.message import Message
 from consortium.models.transformer import (
     adapter_arrays,
     block_prefix,
     load_adapter_arrays,
+    model_inputs,
+    num_blocks,
     renumber,
     sub_model,
 )
-from consortium.training import LocalTrainConfig, evaluate, resolve_device, train_local
+from consortium.training import (
+    LocalTrainConfig,
+    cross_entropy,
+    evaluate,
+    resolve_device,
+    train_local,
+)
 
 
 class LogitsOnly(nn.Module):
@@ -32,9 +50,37 @@ class LogitsOnly(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype in (torch.int64, torch.int32):
-            return self.model(input_ids=x, attention_mask=(x != 0).long()).logits
-        return self.model(pixel_values=x).logits
+        return self.model(**model_inputs(x)).logits
+
+
+def measured_training(
+    model: nn.Module,
+    data: object,
+    cfg: LocalTrainConfig,
+    seed: int,
+    device: torch.device,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
+) -> dict[str, float]:
+    """``train_local`` plus its cost: wall time, and the peak-memory parts of
+    :mod:`consortium.algorithms.fedra.cost` for the model as trained."""
+    meter = ActivationMeter()
+    meter.watch(model)
+    start = time.perf_counter()
+    fit = train_local(
+        model,
+        data.x,  # type: ignore[attr-defined]
+        data.y,  # type: ignore[attr-defined]
+        data.train_indices,  # type: ignore[attr-defined]
+        cfg,
+        seed,
+        device=device,
+        loss_fn=meter.wrap(loss_fn),
+    )
+    costs: dict[str, float] = {"train_time_s": time.perf_counter() - start}
+    costs.update({k: float(v) for k, v in state_bytes(model, cfg.optimizer, cfg.momentum).items()})
+    costs["activation_bytes"] = float(meter.peak)
+    costs["peak_bytes"] = peak_bytes(costs)
+    return {**fit, **costs}
 
 
 def fedra_client_app(lora_model_fn: Callable[[], nn.Module], device: str = "auto") -> ClientApp:
@@ -61,18 +107,39 @@ def fedra_client_app(lora_model_fn: Callable[[], nn.Module], device: str = "auto
             prefix,
             {g: j for j, g in enumerate(blocks)},
         )
-        load_adapter_arrays(model, local)
+        # arrays not sent (DepthFL's head for a shallow member) keep the model's own values
+        load_adapter_arrays(model, {**adapter_arrays(model), **local})
         return model, blocks, prefix
 
     @app.on("fedra_train")
     def train(msg: Message, ctx: ClientContext) -> Message:
         model, blocks, prefix = member_model(msg)
         cfg = LocalTrainConfig.from_config(msg.config)
-        data = ctx.data
-        fit = train_local(
-            LogitsOnly(model), data.x, data.y, data.train_indices, cfg, ctx.seed, device=dev
-        )
+        fit = measured_training(LogitsOnly(model), ctx.data, cfg, ctx.seed, dev)
         arrays = renumber(adapter_arrays(model), prefix, dict(enumerate(blocks)))
+        return msg.reply(arrays=arrays, metrics={**fit, "blocks": float(len(blocks))})
+
+    @app.on("depthfl_train")
+    def train_depthfl(msg: Message, ctx: ClientContext) -> Message:
+        heads = {k: v for k, v in msg.arrays.items() if head_depth(k) is not None}
+        inner = Message(msg.kind, {k: v for k, v in msg.arrays.items() if k not in heads})
+        model, blocks, prefix = member_model(inner)
+        if blocks != list(range(len(blocks))):
+            raise ValueError(f"DepthFL members hold their first blocks, got {blocks}")
+        full_depth = len(blocks) == num_blocks(full())
+        net = DepthHeads(model, heads, len(blocks), own_head_last=full_depth).to(dev)
+        cfg = LocalTrainConfig.from_config(msg.config)
+        kd = float(msg.config.get("kd_weight", 0.0))
+
+        def loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            return mutual_distillation_loss(m(xb), yb, kd)
+
+        fit = measured_training(net, ctx.data, cfg, ctx.seed, dev, loss)
+        arrays = renumber(adapter_arrays(model), prefix, dict(enumerate(blocks)))
+        if not full_depth:  # the model's own head sits after the last block: not trained here
+            head = f".{msg.config.get('head_name', 'classifier')}."
+            arrays = {k: v for k, v in arrays.items() if head not in f".{k}"}
+        arrays.update(net.head_arrays())
         return msg.reply(arrays=arrays, metrics={**fit, "blocks": float(len(blocks))})
 
     @app.on("fedra_evaluate")

@@ -9,6 +9,10 @@ Each round (Su, Li, Xue, ECCV 2024; the official code's defaults):
 3. members tune LoRA adapters and the head on their sub-model;
 4. each block's adapters are averaged over the members that trained it this round; blocks
    nobody trained keep their adapters; the head is averaged over all.
+
+Every round also logs each member's cost (training wall time; peak training memory of its
+sub-model with adapters, and that peak relative to the full model's; see
+:mod:`consortium.algorithms.fedra.cost`); the run loop logs the bytes each way.
 """
 
 from __future__ import annotations
@@ -17,19 +21,31 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from consortium.algorithms.fedra.allocation import allocate
 from consortium.algorithms.fedra.client import LogitsOnly, block_arrays
 from consortium.algorithms.fedra.config import FedRAConfig
+from consortium.algorithms.fedra.cost import ActivationMeter, peak_bytes, state_bytes
+from consortium.algorithms.fedra.inclusive import group_updates, nudge_top_blocks
 from consortium.core.aggregation import Update, partial_mean
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.sampling import derive_seed, rng_for
 from consortium.core.validation import ReplySpec
 from consortium.core.workflow import Workflow
-from consortium.models.transformer import adapter_arrays, block_prefix, num_blocks, sub_model
-from consortium.training import evaluate
+from consortium.models.transformer import (
+    adapter_arrays,
+    block_prefix,
+    load_adapter_arrays,
+    num_blocks,
+    renumber,
+    sub_model,
+)
+from consortium.training import cross_entropy
+
+COST_KEYS = ("train_time_s", "peak_bytes", "activation_bytes", "param_bytes", "trainable_bytes")
 
 
 class FedRA(Workflow):
@@ -48,6 +64,7 @@ class FedRA(Workflow):
     """
 
     progress_keys = ("test_accuracy", "train_loss")
+    message_kind = "fedra_train"
 
     def __init__(
         self,
@@ -69,6 +86,10 @@ class FedRA(Workflow):
         self.test = (test_x, test_y, test_groups)
         self._full: nn.Module | None = None
         self.adapters: Arrays = {}
+        self.full_cost: dict[str, float] = {}
+        self.momentum_last: dict[int, Arrays] = {}
+        self.cost_totals: dict[int, dict[str, float]] = {}
+        self._rounds_done = 0
 
     def full(self) -> nn.Module:
         if self._full is None:
@@ -91,10 +112,76 @@ class FedRA(Workflow):
                 f"{len(self.config.capacities)} capacities for {grid.num_clients} members"
             )
         self.adapters = adapter_arrays(self.full())
+        self.full_cost = self.measure_full_model()
         return {
             "blocks": self.depth,
             "adapter_floats": int(sum(v.size for v in self.adapters.values())),
+            "full_model_cost": self.full_cost,
         }
+
+    def measure_full_model(self) -> dict[str, float]:
+        """Peak training memory of the full model with adapters, measured like a member's (one
+        training step's activations on a batch of the server's test inputs): the reference of
+        the members' relative memory."""
+        local = self.config.local
+        cost: dict[str, float] = {
+            k: float(v)
+            for k, v in state_bytes(self.full(), local.optimizer, local.momentum).items()
+        }
+        x = self.test[0][: local.batch_size]
+        if len(x):
+            model = LogitsOnly(self.full())
+            meter = ActivationMeter()
+            meter.watch(model)
+            was_training = model.training
+            model.train()
+            with meter.forward():
+                loss = cross_entropy(
+                    model, torch.from_numpy(x), torch.from_numpy(self.test[1][: len(x)])
+                )
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
+            cost["activation_bytes"] = float(meter.peak)
+        cost["peak_bytes"] = peak_bytes(cost)
+        return cost
+
+    # --- hooks DepthFL overrides ---------------------------------------------------------
+
+    def payload(self, blocks: list[int]) -> Arrays:
+        """What a member holding ``blocks`` is sent: those blocks' adapters and the head."""
+        return block_arrays(self.adapters, block_prefix(self.full()), blocks)
+
+    def train_config(self, rnd: int) -> dict[str, Any]:
+        return self.config.local.as_config()
+
+    def aggregate(
+        self, replies: Mapping[int, Message], rows: np.ndarray, sampled: list[int]
+    ) -> None:
+        """Average every array over the members that sent it (InclusiveFL's momentum
+        distillation first mixes the shallow members' top-block updates)."""
+        cfg = self.config
+        arrays = {c: dict(r.arrays) for c, r in replies.items()}
+        if cfg.momentum_distillation and arrays:
+            prefix = block_prefix(self.full())
+            depth_of = {c: int(rows[sampled.index(c)].sum()) for c in arrays}
+            raw = group_updates(arrays, depth_of, self.adapters, prefix)
+            arrays = nudge_top_blocks(
+                arrays,
+                depth_of,
+                [min(c, self.depth) for c in cfg.capacities],
+                self.adapters,
+                self.momentum_last,
+                cfg.momentum_beta,
+                prefix,
+            )
+            self.momentum_last.update(raw)
+        updates = [
+            Update(arrays[c], r.metrics.get("num_examples", 0.0) if cfg.weighted else 1.0)
+            for c, r in replies.items()
+        ]
+        if updates:
+            self.adapters = partial_mean(updates, self.adapters)
 
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
         cfg = self.config
@@ -106,29 +193,24 @@ class FedRA(Workflow):
             rng_for(grid.seed, "allocation", rnd),
             cfg.cover_all_layers,
         )
-        prefix = block_prefix(self.full())
         messages, specs = {}, {}
         for k, cid in enumerate(sampled):
             blocks = [int(b) for b in np.flatnonzero(rows[k])]
-            payload = block_arrays(self.adapters, prefix, blocks)
+            payload = self.payload(blocks)
             messages[cid] = Message(
-                "fedra_train",
+                self.message_kind,
                 arrays={**payload, "blocks": np.asarray(blocks, np.int64)},
-                config=cfg.local.as_config(),
+                config=self.train_config(rnd),
             )
             specs[cid] = ReplySpec.like(payload)
         replies = grid.send(messages, expect=lambda c: specs[c])
-        updates = [
-            Update(r.arrays, r.metrics.get("num_examples", 0.0) if cfg.weighted else 1.0)
-            for r in replies.values()
-        ]
-        if updates:
-            self.adapters = partial_mean(updates, self.adapters)
+        self.aggregate(replies, rows, sampled)
         covered = rows.any(0)
         metrics: dict[str, Any] = {
             "sampled": sampled,
             "blocks_trained": int(covered.sum()),
             "allocation": {str(c): np.flatnonzero(rows[k]).tolist() for k, c in enumerate(sampled)},
+            "member_cost": self.record_costs(replies),
         }
         losses = [
             (r.metrics["train_loss"], r.metrics.get("num_examples", 1.0))
@@ -139,51 +221,104 @@ class FedRA(Workflow):
             metrics["train_loss"] = sum(v * w for v, w in losses) / max(
                 sum(w for _, w in losses), 1
             )
+        self._rounds_done = rnd
         if rnd % cfg.eval_every == 0 or rnd == self.num_rounds:
             metrics.update(self.evaluate())
         return metrics
 
+    def record_costs(self, replies: Mapping[int, Message]) -> dict[str, dict[str, float]]:
+        """Each member's cost this round, its peak memory also relative to the full model's."""
+        out: dict[str, dict[str, float]] = {}
+        full_peak = self.full_cost.get("peak_bytes", 0.0)
+        for cid, r in replies.items():
+            row = {k: float(r.metrics[k]) for k in COST_KEYS if k in r.metrics}
+            if full_peak and "peak_bytes" in row:
+                row["peak_vs_full"] = row["peak_bytes"] / full_peak
+            row["blocks"] = float(r.metrics.get("blocks", 0.0))
+            out[str(cid)] = row
+            total = self.cost_totals.setdefault(cid, {"rounds": 0.0})
+            total["rounds"] += 1
+            for k, v in row.items():
+                total[k] = total.get(k, 0.0) + v
+        return out
+
+    def mean_costs(self) -> dict[str, dict[str, float]]:
+        """Per member, its cost averaged over the rounds it trained in."""
+        return {
+            str(cid): {k: v / t["rounds"] for k, v in t.items() if k != "rounds"}
+            | {"rounds": t["rounds"]}
+            for cid, t in sorted(self.cost_totals.items())
+        }
+
     def global_model(self) -> nn.Module:
         """The released model: the global blocks with their aggregated adapters and head."""
-        from consortium.models.transformer import load_adapter_arrays, renumber
-
         blocks = self.global_blocks()
         model = sub_model(self.full(), blocks)
         prefix = block_prefix(self.full())
         local = renumber(
-            block_arrays(self.adapters, prefix, blocks),
+            block_arrays(self.model_arrays(), prefix, blocks),
             prefix,
             {g: j for j, g in enumerate(blocks)},
         )
         load_adapter_arrays(model, local)
         return model
 
+    def model_arrays(self) -> Arrays:
+        """The aggregated arrays that belong to the ``peft`` model (adapters and head)."""
+        return self.adapters
+
+    @torch.no_grad()
+    def predict(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Predicted labels of the server test set, and alternative predictions to log."""
+        model = LogitsOnly(self.global_model()).eval()
+        x = self.test[0]
+        preds = [
+            model(torch.from_numpy(x[i : i + 256])).argmax(1).numpy() for i in range(0, len(x), 256)
+        ]
+        return np.concatenate(preds), {}
+
     def evaluate(self) -> dict[str, Any]:
-        x, y, groups = self.test
+        """Accuracy of the released model on the server test set, overall and per domain."""
+        _, y, groups = self.test
         if len(y) == 0:
             return {}
-        model = LogitsOnly(self.global_model())
-        out: dict[str, Any] = {"test_accuracy": evaluate(model, x, y)["accuracy"]}
+        preds, extra = self.predict()
+        out: dict[str, Any] = {"test_accuracy": float(np.mean(preds == y))}
+        out.update({k: float(np.mean(p == y)) for k, p in extra.items()})
         if groups is not None:
-            per = {
-                str(g): evaluate(model, x, y, np.flatnonzero(groups == g))["accuracy"]
-                for g in np.unique(groups)
-            }
+            per = {str(g): float(np.mean((preds == y)[groups == g])) for g in np.unique(groups)}
             out["domain_accuracy"] = per
             out["mean_domain_accuracy"] = float(np.mean(list(per.values())))
+        self._last_eval = (self._rounds_done, out)
         return out
 
     def finish(self, grid: Grid) -> dict[str, Any]:
-        return {**self.evaluate(), "global_blocks": len(self.global_blocks())}
+        cached = getattr(self, "_last_eval", None)
+        final = cached[1] if cached and cached[0] == self.num_rounds else self.evaluate()
+        return {
+            **final,
+            "global_blocks": len(self.global_blocks()),
+            "capacities": list(self.config.capacities),
+            "full_model_cost": self.full_cost,
+            "member_cost": self.mean_costs(),
+        }
 
     def final_arrays(self) -> Arrays:
         return self.adapters
 
     def state_dict(self) -> dict[str, Any]:
-        return {"adapters": self.adapters}
+        return {
+            "adapters": self.adapters,
+            "full_cost": self.full_cost,
+            "momentum_last": self.momentum_last,
+            "cost_totals": self.cost_totals,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.adapters = dict(state["adapters"])
+        self.full_cost = dict(state.get("full_cost", {}))
+        self.momentum_last = {int(k): dict(v) for k, v in state.get("momentum_last", {}).items()}
+        self.cost_totals = {int(k): dict(v) for k, v in state.get("cost_totals", {}).items()}
 
 
 def seeded_lora_model_fn(
