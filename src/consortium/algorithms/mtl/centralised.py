@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from consortium.algorithms.mtl.config import MTRLConfig
-from consortium.algorithms.mtl.dmtrl import correlation_summary
+from consortium.algorithms.mtl.dmtrl import correlation_summary, model_arrays
 from consortium.algorithms.mtl.evaluation import evaluate_models, task_scores
 from consortium.algorithms.mtl.solvers import fit_mtrl
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
 from consortium.core.workflow import Workflow
-from consortium.metrics.mtl import correlation_from_covariance
 
 
 class CentralisedMTRL(Workflow):
@@ -99,20 +97,7 @@ class CentralisedMTRL(Workflow):
     def final_arrays(self) -> Arrays | None:
         if self.w is None or self.omega is None:
             return None
-        arrays = {
-            "W": self.w,
-            "Omega": self.omega,
-            "task_correlation": correlation_from_covariance(self.omega),
-        }
-        if self.true_correlation is not None:
-            arrays["true_correlation"] = np.asarray(self.true_correlation, np.float64)
-        return arrays
-
-    def write_plots(self, run_dir: str | Path) -> list[Path]:
-        """Task-correlation heatmap (learned next to the true one when known)."""
-        from consortium.algorithms.mtl.plots import write_method_plots
-
-        return write_method_plots(run_dir)
+        return model_arrays(self.w, self.omega, self.true_correlation)
 
     def state_dict(self) -> dict[str, Any]:
         return {"w": self.w, "omega": self.omega, "solve": dict(self.solve)}

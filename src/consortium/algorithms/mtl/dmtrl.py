@@ -21,7 +21,6 @@ The run ends (remaining rounds idle) once Ω has stopped moving and the W-step i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -60,6 +59,14 @@ def correlation_summary(omega: np.ndarray, true: np.ndarray | None) -> dict[str,
         "correlation_sign_agreement": sign_agreement(corr, true),
         "correlation_pearson": pearson,
     }
+
+
+def model_arrays(w: np.ndarray, omega: np.ndarray, true: np.ndarray | None) -> Arrays:
+    """What a multi-task run saves: W, Ω, the learned task correlation (and the true one)."""
+    arrays = {"W": w, "Omega": omega, "task_correlation": correlation_from_covariance(omega)}
+    if true is not None:
+        arrays["true_correlation"] = np.asarray(true, np.float64)
+    return arrays
 
 
 class DMTRL(Workflow):
@@ -257,20 +264,7 @@ class DMTRL(Workflow):
         return None
 
     def final_arrays(self) -> Arrays:
-        arrays = {
-            "W": self.w,
-            "Omega": self.omega,
-            "task_correlation": correlation_from_covariance(self.omega),
-        }
-        if self.true_correlation is not None:
-            arrays["true_correlation"] = np.asarray(self.true_correlation, np.float64)
-        return arrays
-
-    def write_plots(self, run_dir: str | Path) -> list[Path]:
-        """Convergence, bytes per round and task-correlation plots into ``run_dir``."""
-        from consortium.algorithms.mtl.plots import write_method_plots
-
-        return write_method_plots(run_dir)
+        return model_arrays(self.w, self.omega, self.true_correlation)
 
     def state_dict(self) -> dict[str, Any]:
         return {
