@@ -2,7 +2,6 @@
 distillation, per-member cost, and what travels on the wire for every method."""
 
 import math
-import types
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from consortium.algorithms.fedra import (
     FedRAConfig,
     LogitsOnly,
     fedra_client_app,
-    seeded_lora_model_fn,
 )
 from consortium.algorithms.fedra.cost import ActivationMeter, peak_bytes, state_bytes
 from consortium.algorithms.fedra.heads import (
@@ -111,23 +109,8 @@ def test_rampup_weight():
 
 
 @pytest.fixture(scope="module")
-def federation():
-    rng = np.random.default_rng(0)
-    x = rng.integers(1, 100, (240, 10)).astype(np.int64)
-    y = (x[:, 0] > 50).astype(np.int64)
-    views = [
-        types.SimpleNamespace(
-            x=x,
-            y=y,
-            train_indices=np.arange(i * 48, i * 48 + 40),
-            test_indices=np.arange(i * 48 + 40, (i + 1) * 48),
-        )
-        for i in range(5)
-    ]
-    model_fn = seeded_lora_model_fn(
-        lambda: tiny_text_classifier(2, layers=4), LoraSettings(r=4, alpha=8), 0
-    )
-    return x, y, views, model_fn
+def federation(make_text_federation):
+    return make_text_federation(per_member=48, train=40)
 
 
 class Recording(LocalRuntime):

@@ -1,7 +1,5 @@
 """FedRA: faithful sub-models, allocation rows, per-block aggregation, only adapters train."""
 
-import types
-
 import numpy as np
 import pytest
 
@@ -16,7 +14,6 @@ from consortium.algorithms.fedra import (
     LogitsOnly,
     allocate,
     fedra_client_app,
-    seeded_lora_model_fn,
 )
 from consortium.core import run_workflow
 from consortium.models.transformer import (
@@ -97,23 +94,8 @@ def test_renumber_maps_block_indices_only():
 
 
 @pytest.fixture(scope="module")
-def federation():
-    rng = np.random.default_rng(0)
-    x = rng.integers(1, 100, (300, 10)).astype(np.int64)
-    y = (x[:, 0] > 50).astype(np.int64)
-    views = [
-        types.SimpleNamespace(
-            x=x,
-            y=y,
-            train_indices=np.arange(i * 60, i * 60 + 48),
-            test_indices=np.arange(i * 60 + 48, (i + 1) * 60),
-        )
-        for i in range(5)
-    ]
-    model_fn = seeded_lora_model_fn(
-        lambda: tiny_text_classifier(2, layers=4), LoraSettings(r=4, alpha=8), 0
-    )
-    return x, y, views, model_fn
+def federation(make_text_federation):
+    return make_text_federation(per_member=60, train=48)
 
 
 class Recording(LocalRuntime):
