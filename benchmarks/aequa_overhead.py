@@ -22,9 +22,9 @@ from dataclasses import replace
 
 import torch
 
-from consortium.algorithms.aequa import Aequa, AequaConfig, ContributionConfig, aequa_client_app
+from consortium.algorithms.aequa import Aequa, AequaConfig, aequa_client_app
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
-from consortium.algorithms.supervised import initial_arrays
+from consortium.algorithms.base.supervised import initial_arrays
 from consortium.core.run import run_workflow
 from consortium.data import DatasetNotFoundError, build_federated_data
 from consortium.models import build_model
@@ -80,7 +80,7 @@ def main() -> None:
         width_rule=args.width_rule,
         num_random=args.num_random,
         sub_batch=args.sub_batch,
-        contribution=ContributionConfig(kind="data_size"),
+        contribution="data_size",
         measure_standalone=False,
         eval_every=NEVER,
     )

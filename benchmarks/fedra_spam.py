@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from consortium.experiment import load_experiment, run_experiment
-from consortium.experiment.fedra import fedra_report
+from consortium.report.fedra import fedra_report
 
 HERE = Path(__file__).resolve().parent.parent / "experiments"
 CONFIGS = ("fedra_spam.toml", "fedra_spam_small.toml")

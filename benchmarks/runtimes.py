@@ -56,11 +56,11 @@ def experiment(args: argparse.Namespace) -> Any:
 
 
 def build(exp: Any) -> tuple[Any, Any, Any]:
-    from consortium.experiment.methods import Env, get_method
-    from consortium.experiment.runner import build_data
+    from consortium.data import build_data
+    from consortium.experiment import get_method, method_context
 
-    data = build_data(exp)
-    workflow, app = get_method("fedavg").build(Env(exp, data), exp.method_options["fedavg"])
+    data = build_data(exp.data, exp.seed)
+    workflow, app = get_method("fedavg").build(method_context(exp, data), exp.method_options["fedavg"])
     return data, workflow, app
 
 
@@ -76,11 +76,8 @@ def in_process(exp: Any, out: Path) -> dict[str, Any]:
 
 
 def simulation(exp: Any, out: Path, cpus: int) -> dict[str, Any]:
-    from consortium.runtime.flower import (
-        experiment_member_factory,
-        run_on_flower_simulation,
-        simulation_backend_config,
-    )
+    from consortium.experiment.flower import experiment_member_factory
+    from consortium.runtime.flower import run_on_flower_simulation, simulation_backend_config
 
     t0 = time.perf_counter()
     data, workflow, _ = build(exp)
@@ -98,7 +95,8 @@ def simulation(exp: Any, out: Path, cpus: int) -> dict[str, Any]:
 
 
 def deployment(exp: Any, out: Path, work: Path, tls: bool) -> dict[str, Any]:
-    from consortium.runtime.flower import LoopbackFederation, write_flower_app
+    from consortium.experiment.flower import write_flower_app
+    from consortium.runtime.flower import LoopbackFederation
 
     t0 = time.perf_counter()
     write_flower_app(exp, work / "app", run_dir=out)

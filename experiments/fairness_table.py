@@ -28,10 +28,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-import consortium.experiment.fairness  # noqa: F401  (registers aequa, cgsv, iafl)
 from consortium.experiment import load_experiment, run_experiment
 from consortium.metrics.fairness import ipr, pearson
-from consortium.report.fairness_plots import write_run_fairness_plots
+from consortium.report.fairness import write_run_fairness_plots
 
 HERE = Path(__file__).resolve().parent
 PARTITIONS = ("homogeneous", "dirichlet", "quantity", "label_k")

@@ -1,7 +1,8 @@
-"""``consortium``: run experiments, the demo, and reports from the command line.
+"""``consortium``: run experiments, the demo, post-hoc actions and reports from the command line.
 
 Errors a user can fix (a bad config key, a missing dataset, a run folder in the way) end with
-exit code 2 and one line on stderr, never a traceback.
+exit code 2 and one line on stderr, never a traceback. ``--plugin MODULE`` (repeatable) loads a
+module that registers methods, models or datasets before anything else is read.
 """
 
 from __future__ import annotations
@@ -13,25 +14,34 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from consortium import __version__
 
+BUILTIN_COMMANDS = ("run", "demo", "report", "methods", "datasets", "flower")
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="consortium", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"consortium {__version__}")
+
+def _plugins_in(argv: list[str]) -> list[str]:
+    """The ``--plugin`` values, read before the parser exists (plugins add commands)."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif arg.startswith("--plugin="):
+            out.append(arg.split("=", 1)[1])
+    return out
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, help="run folder (default: OUTPUT_DIR/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run folder")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
-        "-v", "--verbose", action="store_true", help="log every rejected reply and failure"
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run an experiment TOML file")
-    run.add_argument("experiment", type=Path)
-    _run_options(run)
-    run.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -40,31 +50,38 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set federation.rounds=5 (repeatable)",
     )
 
+
+def _parser(actions: dict[str, Any]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="consortium", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"consortium {__version__}")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log every rejected reply and failure"
+    )
+    p.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers methods, models or datasets (repeatable)",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment TOML file")
+    run.add_argument("experiment", type=Path)
+    _run_options(run)
+
     demo = sub.add_parser(
         "demo", help="FedAvg vs standalone vs centralised on digits (no download)"
     )
     _run_options(demo)
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    unl = sub.add_parser("unlearn", help="remove a class, a member or samples from a saved model")
-    unl.add_argument("run_dir", type=Path)
-    who = unl.add_argument_group("what to forget (class, class at a member, a member, samples)")
-    who.add_argument("--class", dest="class_id", type=int, help="class to forget")
-    who.add_argument("--client", dest="client_id", type=int, help="member whose data is forgotten")
-    who.add_argument(
-        "--samples", type=_int_list, help="comma-separated pool ids of --client's samples"
-    )
-    unl.add_argument("--from", dest="source", default=None, help="method folder holding model.npz")
-    unl.add_argument("--methods", type=_str_list, help="comma-separated unlearning methods")
-    _run_options(unl)
-    unl.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="unlearning options, e.g. --set unlearn.ratio=0.05",
-    )
+    for name, spec in actions.items():
+        act = sub.add_parser(name, help=spec.description)
+        act.add_argument("run_dir", type=Path)
+        if spec.add_arguments is not None:
+            spec.add_arguments(act)
+        _run_options(act)
 
     rep = sub.add_parser(
         "report", help="print the summary table of a run folder and redraw its plots"
@@ -74,133 +91,121 @@ def _parser() -> argparse.ArgumentParser:
     fl = sub.add_parser(
         "flower",
         add_help=False,
-        help="Flower app folder, TLS certificates, SuperNode keys (docs/flower.md)",
+        help="Flower app folders, TLS certificates, SuperNode keys (docs/flower.md)",
     )
     fl.add_argument("args", nargs=argparse.REMAINDER)
 
-    sub.add_parser("methods", help="list the methods an experiment can name")
-    sub.add_parser("datasets", help="list the datasets an experiment can name")
+    m = sub.add_parser("methods", help="list the methods (or one method's options)")
+    m.add_argument("name", nargs="?", help="a method or action: print its options")
+    d = sub.add_parser("datasets", help="list the datasets (or one dataset's options)")
+    d.add_argument("name", nargs="?", help="a dataset: print its options")
     return p
-
-
-def _flower(argv: list[str]) -> int:
-    try:
-        from consortium.runtime.flower.__main__ import main as flower_main
-    except ImportError:
-        print('consortium: error: needs pip install "consortium[flower]"', file=sys.stderr)
-        return 2
-    return flower_main(argv, prog="consortium flower")
-
-
-def _int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
-
-
-def _str_list(text: str) -> list[str]:
-    return [v for v in text.split(",") if v]
-
-
-def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, help="run folder (default: OUTPUT_DIR/NAME)")
-    p.add_argument("--resume", action="store_true", help="continue the run in the run folder")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _unlearn_overrides(args: argparse.Namespace) -> list[str]:
-    """Turn the unlearn flags into ``unlearn.*`` overrides of the saved configuration."""
-    out: list[str] = []
-    if args.samples:
-        kind = "samples"
-    elif args.class_id is not None:
-        kind = "class_at_client" if args.client_id is not None else "class"
-    elif args.client_id is not None:
-        kind = "client"
-    else:
-        kind = None
-    if kind is not None:
-        out.append(f'unlearn.kind="{kind}"')
-    if args.class_id is not None:
-        out.append(f"unlearn.class_id={args.class_id}")
-    if args.client_id is not None:
-        out.append(f"unlearn.client_id={args.client_id}")
-    if args.samples:
-        out.append(f"unlearn.sample_ids={args.samples}")
-    if args.source:
-        out.append(f'unlearn.source="{args.source}"')
-    if args.methods:
-        out.append("unlearn.methods=[" + ",".join(f'"{m}"' for m in args.methods) + "]")
-    return out + list(args.overrides)
 
 
 def _demo_path() -> Path:
     return Path(str(importlib.resources.files("consortium") / "experiments" / "demo.toml"))
 
 
+def _options_table(title: str, cls: Any, skip: frozenset[str] = frozenset()) -> Table:
+    from consortium.config import describe
+
+    table = Table("option", "type", "default", "what it does", title=escape(title))
+    for row in describe(cls, skip):
+        cells = (row["name"], row["type"], json.dumps(row["default"]), row["help"])
+        table.add_row(*(escape(c) for c in cells))
+    return table
+
+
+def _list_methods(console: Console, name: str | None) -> None:
+    from consortium.algorithms.base.config import SHARED_FIELDS
+    from consortium.algorithms.registry import actions, get_action, methods
+
+    if name is None:
+        table = Table("method", "what it is")
+        for n, spec in methods().items():
+            table.add_row(n, escape(spec.description))
+        for n, spec in actions().items():
+            table.add_row(f"{n} (action)", escape(spec.description))
+        console.print(table)
+        return
+    if name in actions():
+        spec = get_action(name)
+        console.print(_options_table(f"[{name}] — {spec.description}", spec.config))
+        return
+    from consortium.algorithms.registry import get_method
+
+    spec = get_method(name)
+    shared = ", ".join(sorted(f for f in SHARED_FIELDS if f in spec.config.model_fields))
+    console.print(_options_table(f"[{name}] — {spec.description}", spec.config, SHARED_FIELDS))
+    if shared:
+        console.print(escape(f"shared with every method ([federation] / [train]): {shared}"))
+
+
+def _list_datasets(console: Console, name: str | None) -> None:
+    from consortium.data.registry import datasets, get_dataset
+
+    if name is None:
+        table = Table("dataset", "what it is", "[data] options")
+        for n, spec in datasets().items():
+            table.add_row(n, escape(spec.description), "yes" if spec.options else "—")
+        console.print(table)
+        return
+    spec = get_dataset(name)
+    if spec.options is None:
+        console.print(escape(f"{spec.name}: {spec.description}\n(no [data] options)"))
+    else:
+        console.print(_options_table(f"{spec.name} [data] options", spec.options))
+
+
+def _report(console: Console, run_dir: Path) -> None:
+    from consortium.report import family_report, write_report
+    from consortium.report.unlearning import is_unlearning_folder
+
+    if is_unlearning_folder(run_dir):  # its own table, from its own files
+        console.print(family_report("unlearn", run_dir))
+        return
+    console.print(write_report(run_dir))
+    config = run_dir / "config.json"
+    if config.exists():  # the families' own plots too
+        from consortium.algorithms.registry import methods
+        from consortium.experiment.runner import write_family_reports
+
+        names = json.loads(config.read_text()).get("methods", [])
+        write_family_reports([n for n in names if n in methods()], run_dir)
+    requests = sorted(p.name for p in run_dir.iterdir() if is_unlearning_folder(p))
+    if requests:
+        console.print(
+            "unlearning requests: "
+            + ", ".join(requests)
+            + f" (consortium report {run_dir}/<request>)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["flower"]:  # its own command line, options included
-        return _flower(argv[1:])
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    # Tables are wide: do not squeeze them into 80 columns when output goes to a file or pipe.
+    if argv[:1] == ["--version"]:
+        print(f"consortium {__version__}")
+        return 0
     console = Console(width=None if sys.stdout.isatty() else 160)
-    # Imported here so `consortium --help` answers without loading torch.
-    from consortium.data import DatasetNotFoundError
-    from consortium.experiment import ConfigError, available_methods, load_experiment
-    from consortium.experiment.runner import run_experiment
+    from consortium.config import ConfigError
+    from consortium.data.sources import DatasetNotFoundError
 
     try:
-        if args.command in ("run", "demo"):
-            path = args.experiment if args.command == "run" else _demo_path()
-            exp = load_experiment(path, args.overrides)
-            # The demo is meant to be run again and again: it replaces its previous folder.
-            overwrite = args.overwrite or (args.command == "demo" and not args.resume)
-            run_experiment(
-                exp,
-                args.out,
-                resume=args.resume,
-                overwrite=overwrite,
-                progress=not args.no_progress,
-                console=console,
-            )
-        elif args.command == "unlearn":
-            from consortium.experiment.unlearn import run_unlearning
+        from consortium.plugins import load_plugins
 
-            exp = load_experiment(args.run_dir / "config.toml", _unlearn_overrides(args))
-            if exp.unlearn is None:
-                raise ConfigError("unlearn: say what to forget: --class, --client or --samples")
-            run_unlearning(
-                exp,
-                args.run_dir,
-                exp.unlearn,
-                out=args.out,
-                resume=args.resume,
-                overwrite=args.overwrite,
-                progress=not args.no_progress,
-                console=console,
-            )
-        elif args.command == "report":
-            from consortium.experiment.runner import write_family_reports
-            from consortium.report import write_report
+        load_plugins(_plugins_in(argv))
+        if argv[:1] == ["flower"]:  # its own command line, options included
+            from consortium.experiment.flower_command import main as flower_main
 
-            console.print(write_report(args.run_dir))
-            config = Path(args.run_dir) / "config.json"
-            if config.exists():  # the families' own plots too (methods still registered)
-                names = json.loads(config.read_text()).get("methods", [])
-                write_family_reports([n for n in names if n in available_methods()], config.parent)
-        elif args.command == "methods":
-            table = Table("method", "what it is")
-            for name, text in available_methods().items():
-                table.add_row(name, text)
-            console.print(table)
-        elif args.command == "datasets":
-            from consortium.data import available_datasets
+            return flower_main(argv[1:], prog="consortium flower")
+        from consortium.algorithms.registry import actions
 
-            console.print("\n".join(available_datasets()))
+        args = _parser(dict(actions())).parse_args(argv)
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.ERROR,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        _dispatch(args, console)
     except (ConfigError, DatasetNotFoundError, FileNotFoundError) as err:
         print(f"consortium: error: {err}", file=sys.stderr)
         return 2
@@ -208,6 +213,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"consortium: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _dispatch(args: argparse.Namespace, console: Console) -> None:
+    from consortium.algorithms.registry import actions
+    from consortium.experiment import load_experiment, run_action, run_experiment
+
+    if args.command in ("run", "demo"):
+        path = args.experiment if args.command == "run" else _demo_path()
+        exp = load_experiment(path, args.overrides)
+        # The demo is meant to be run again and again: it replaces its previous folder.
+        overwrite = args.overwrite or (args.command == "demo" and not args.resume)
+        run_experiment(
+            exp,
+            args.out,
+            resume=args.resume,
+            overwrite=overwrite,
+            progress=not args.no_progress,
+            console=console,
+        )
+    elif args.command in actions():
+        from consortium.config import ConfigError
+
+        spec = actions()[args.command]
+        flags = spec.overrides(args) if spec.overrides is not None else []
+        exp = load_experiment(args.run_dir / "config.toml", [*flags, *args.overrides])
+        if exp.action(args.command) is None:
+            raise ConfigError(f"{args.command}: {spec.hint}")
+        run_action(
+            exp,
+            args.command,
+            args.run_dir,
+            out=args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            console=console,
+        )
+    elif args.command == "report":
+        _report(console, args.run_dir)
+    elif args.command == "methods":
+        _list_methods(console, args.name)
+    elif args.command == "datasets":
+        _list_datasets(console, args.name)
 
 
 if __name__ == "__main__":

@@ -7,63 +7,41 @@ difference between them is the federation's doing, not the training loop's.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+
+from consortium.config import Options
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class LocalTrainConfig:
-    """How a member (or the centralised reference) trains on its samples.
+class LocalTrainConfig(Options):
+    """How a member (or the centralised reference) trains on its samples: the ``[train]``
+    table of an experiment.
 
-    Attributes
-    ----------
-    epochs
-        Passes over the local training samples per round.
-    batch_size
-        Mini-batch size; the last batch of an epoch may be smaller.
-    lr
-        Learning rate.
-    optimizer
-        ``"sgd"`` or ``"adam"``; a fresh optimiser per round unless a method keeps its state.
-    momentum
-        SGD momentum.
-    weight_decay
-        L2 penalty applied by the optimiser.
+    A fresh optimiser every round unless a method keeps its state.
     """
 
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.05
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+    epochs: int = Field(1, ge=1, le=10_000, description="passes over the local samples per round")
+    batch_size: int = Field(32, ge=1, le=1_000_000, description="mini-batch size")
+    lr: float = Field(0.05, gt=0, le=100, description="learning rate")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd | adam")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty of the optimiser")
 
     def as_config(self) -> dict[str, Any]:
         """Flat form for a message's config."""
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LocalTrainConfig:
         """Read the fields this class knows from a message's config."""
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in config.items() if k in names})  # type: ignore[arg-type]
+        return cls.model_validate({k: v for k, v in config.items() if k in cls.model_fields})
 
 
 def resolve_device(name: str = "auto") -> torch.device:

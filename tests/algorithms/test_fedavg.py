@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
+from consortium.algorithms.base.supervised import supervised_client_app
+from consortium.algorithms.fedavg import FedAvg, FedAvgConfig, FedProx, FedProxConfig
 from consortium.algorithms.reference import Standalone, StandaloneConfig, standalone_client_app
-from consortium.algorithms.supervised import supervised_client_app
 from consortium.core import run_workflow
 from consortium.data import build_federated_data
 from consortium.models import build_model
@@ -64,10 +64,10 @@ def test_fedprox_term_keeps_members_closer_to_the_global_model():
     mf = model_fn_for(data)
 
     def drift(mu):
-        cfg = FedAvgConfig(
+        cfg = FedProxConfig(
             rounds=1, local=LocalTrainConfig(epochs=3, lr=0.1), prox_mu=mu, evaluate_clients=False
         )
-        wf = FedAvg(cfg, mf, data.test_x[:0], data.test_y[:0], "cpu")
+        wf = FedProx(cfg, mf, data.test_x[:0], data.test_y[:0], "cpu")
         grid = LocalRuntime(supervised_client_app(mf, "cpu"), data.client, data.num_clients, seed=0)
         grid.start_round(0)
         wf.setup(grid)

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
-from consortium.algorithms.supervised import supervised_client_app
 from consortium.core import load_checkpoint, read_jsonl, run_workflow
 from consortium.models import build_model
 from consortium.runtime import LocalRuntime

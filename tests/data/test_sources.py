@@ -15,6 +15,7 @@ from consortium.data import (
     load_dataset,
     read_idx,
     register_loader,
+    registry,
     sources,
 )
 
@@ -139,7 +140,8 @@ def test_unknown_dataset_lists_the_known_ones():
 
 
 def test_registry_accepts_new_loaders(monkeypatch):
-    monkeypatch.setattr(sources, "_LOADERS", dict(sources._LOADERS))  # keep the registry clean
+    available_datasets()  # built-ins loaded first, so the copy below holds them
+    monkeypatch.setattr(registry, "_DATASETS", dict(registry._DATASETS))  # keep it clean
     tiny = Dataset("tiny", np.zeros((2, 1, 1, 1), np.float32), np.array([0, 1]), 2)
     register_loader("Tiny-Set", lambda path: DatasetSplits(tiny, None))
     assert "tiny_set" in available_datasets()

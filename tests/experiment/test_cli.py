@@ -44,7 +44,7 @@ def write(tmp_path: Path, text: str) -> Path:
         (QUICK, ["federation.rounds=0"], "federation.rounds"),
         (QUICK, ["federation.clients_per_round=1.5"], "clients_per_round"),
         (QUICK, ['methods=["nope"]'], "unknown method 'nope'"),
-        (QUICK, ["fedavg.prox_mu=-1"], "fedavg.prox_mu"),
+        (QUICK, ["fedprox.prox_mu=-1"], "fedprox.prox_mu"),
         (QUICK, ["fedavg.unknown=1"], "fedavg.unknown: unknown key"),
         (QUICK, ["data.dataset=nothing"], "nothing"),
         (QUICK, ["model.name=resnet999"], "unknown model"),

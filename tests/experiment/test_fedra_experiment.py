@@ -112,7 +112,7 @@ def test_depthfl_and_inclusivefl_momentum_run_with_feature_label_skew(tmp_path):
     assert depth["member_cost"]["3"]["peak_vs_full"] < depth["member_cost"]["0"]["peak_vs_full"]
     incl = json.loads((out / "inclusivefl" / "summary.json").read_text())
     assert set(incl["domain_accuracy"]) == {"0", "1"}
-    from consortium.experiment.fedra import fedra_report
+    from consortium.report.fedra import fedra_report
 
     report = tmp_path / "report"
     text = fedra_report(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from consortium.cli import main
-from consortium.experiment.mtl import write_mtl_report
+from consortium.report.mtl import write_mtl_report
 
 SMALL = """
 name = "mtl-small"
@@ -84,7 +84,7 @@ class Crash(Exception):
 
 
 def test_resume_from_a_checkpoint_gives_the_same_model(tmp_path, monkeypatch):
-    import consortium.experiment.runner as runner
+    import consortium.experiment.execution as runner
 
     path = write(tmp_path, rounds=60)
     only = ["--set", 'methods=["dmtrl"]', "--no-progress"]
@@ -98,7 +98,7 @@ def test_resume_from_a_checkpoint_gives_the_same_model(tmp_path, monkeypatch):
             if rnd == 25:
                 raise Crash
 
-        return real(*args, **kwargs, callbacks=[stop])
+        return real(*args, **{**kwargs, "callbacks": [*kwargs.get("callbacks", ()), stop]})
 
     monkeypatch.setattr(runner, "run_workflow", crash_at_round_25)
     with pytest.raises(Crash):
@@ -114,14 +114,14 @@ def test_resume_from_a_checkpoint_gives_the_same_model(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("dmtrl.sigma=-1", "dmtrl: sigma must be > 0"),
+        ("dmtrl.sigma=-1", "dmtrl.sigma: must be > 0"),
         ("dmtrl.aggregation=sum", "dmtrl.aggregation"),
         ("dmtrl.lambda2=0", "dmtrl.lambda2"),
         ("dmtrl.omega_floor=1.5", "dmtrl.omega_floor"),
         ("dmtrl.typo=1", "unknown key"),
         ("data.options.rho=2", "data.options.rho"),
         ("data.options.colour=1", "unknown key"),
-        ('data = {dataset = "digits"}', "not multi-task data"),
+        ('data = {dataset = "digits"}', "one task per member"),
     ],
 )
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, override, message):

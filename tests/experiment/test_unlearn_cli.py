@@ -59,9 +59,10 @@ def test_unlearn_a_members_samples(run_dir, capsys):
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["data"]["num_clients"] == 4
     from consortium.experiment import load_experiment
-    from consortium.experiment.runner import build_data
+    from consortium.data import build_data
 
-    data = build_data(load_experiment(run_dir / "config.toml"))
+    exp = load_experiment(run_dir / "config.toml")
+    data = build_data(exp.data, exp.seed)
     ids = data.client(1).train_indices[:5].tolist()
     args = [
         "unlearn",

@@ -21,8 +21,8 @@ from flwr.app import Message as FlowerMessage
 from flwr.common import serde
 from flwr.supercore.task_identity import TaskIdentity
 
+from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
-from consortium.algorithms.supervised import supervised_client_app
 from consortium.core import (
     ClientApp,
     Grid,
@@ -31,6 +31,12 @@ from consortium.core import (
     TooFewReplies,
     Workflow,
     run_workflow,
+)
+from consortium.experiment.flower import (
+    app_name,
+    experiment_member,
+    experiment_server_run,
+    write_flower_app,
 )
 from consortium.models import build_model
 from consortium.runtime import LocalRuntime
@@ -43,14 +49,8 @@ from consortium.runtime.flower import (
     from_recorddict,
     message_type,
     to_recorddict,
-    write_flower_app,
     write_node_key,
     write_tls_certificates,
-)
-from consortium.runtime.flower.experiment import (
-    app_name,
-    experiment_member,
-    experiment_server_run,
 )
 from consortium.runtime.flower.records import Envelope, load_state, save_state
 from consortium.training import LocalTrainConfig
@@ -390,7 +390,7 @@ def test_write_flower_app_gives_a_valid_flower_app(tmp_path):
     valid, errors, _ = validate_config(config, check_module=True, project_dir=tmp_path / "app")
     assert valid, errors
     components = config["tool"]["flwr"]["app"]["components"]
-    assert components["serverapp"] == "consortium.runtime.flower.experiment:serverapp"
+    assert components["serverapp"] == "consortium.experiment.flower:serverapp"
     run_config = get_fused_config_from_dir(tmp_path / "app", {})
     assert run_config["method"] == "standalone" and run_config["run-dir"] == "/srv/run"
     again = experiment_from_dict(tomllib.loads(str(run_config["experiment"])))
@@ -446,7 +446,7 @@ def test_certificates_and_node_keys_are_what_flower_reads(tmp_path):
 
 
 def test_operator_commands_write_apps_certificates_and_keys(tmp_path, capsys):
-    from consortium.runtime.flower.__main__ import main
+    from consortium.experiment.flower_command import main
 
     experiment = tmp_path / "exp.toml"
     experiment.write_text('name = "cli"\nmethods = ["fedavg"]\n[data]\nnum_clients = 2\n')

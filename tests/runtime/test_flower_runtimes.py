@@ -22,16 +22,14 @@ import pytest
 pytest.importorskip("flwr")
 
 from consortium.core import run_workflow
-from consortium.experiment import experiment_from_dict
-from consortium.experiment.methods import Env, get_method
-from consortium.experiment.runner import build_data
+from consortium.data import build_data
+from consortium.experiment import experiment_from_dict, get_method, method_context
+from consortium.experiment.flower import run_on_simulation, write_flower_app
 from consortium.runtime import LocalRuntime
 from consortium.runtime.flower import (
     LoopbackFederation,
-    run_method_on_flower_simulation,
     run_on_flower_simulation,
     simulation_backend_config,
-    write_flower_app,
     write_tls_certificates,
 )
 
@@ -159,8 +157,8 @@ def experiment(num_clients, **federation):
 
 
 def in_process(exp, method="fedavg"):
-    data = build_data(exp)
-    workflow, app = get_method(method).build(Env(exp, data), exp.method_options[method])
+    data = build_data(exp.data, exp.seed)
+    workflow, app = get_method(method).build(method_context(exp, data), exp.method_options[method])
     fed = exp.federation
     grid = LocalRuntime(
         app, data.client, data.num_clients, seed=exp.seed, min_replies=fed.min_replies
@@ -215,9 +213,9 @@ def test_fedavg_in_flower_simulation_equals_in_process(tmp_path, offline_env):
     pytest.importorskip("ray")
     exp = experiment(4)
     expected = in_process(exp)
-    data = build_data(exp)
-    workflow, _ = get_method("fedavg").build(Env(exp, data), exp.method_options["fedavg"])
-    result = run_method_on_flower_simulation(  # the experiment runner's hook
+    data = build_data(exp.data, exp.seed)
+    workflow, _ = get_method("fedavg").build(method_context(exp, data), exp.method_options["fedavg"])
+    result = run_on_simulation(  # the experiment runner's hook
         exp,
         "fedavg",
         workflow,

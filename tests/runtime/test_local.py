@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
-from consortium.algorithms.supervised import supervised_client_app
 from consortium.core import (
     ClientApp,
     Grid,

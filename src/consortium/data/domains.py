@@ -15,15 +15,20 @@ line saying what was expected and where to get it.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
+from consortium.config import ConfigError, Options
+from consortium.data.config import DataConfig
 from consortium.data.federated import FederatedData
 from consortium.data.partition import Partition, partition
+from consortium.data.registry import federate, register_dataset
 from consortium.data.sources import Dataset, DatasetNotFoundError, DatasetSplits
 
 # --- feature + label skew -----------------------------------------------------------------
@@ -268,3 +273,60 @@ def image_splits(
         return Dataset(f"{index.name}-{tag}", x, sub.labels, index.num_classes, sub.domains)
 
     return DatasetSplits(part(index.train, "train"), part(~index.train, "test"))
+
+
+# --- DomainNet and NICO++ as experiment datasets ----------------------------------------------
+
+
+class DomainImageOptions(Options):
+    """``[data] options`` of ``domainnet`` and ``nico_pp``."""
+
+    image_size: int = Field(224, ge=8, le=1024, description="images are resized to this square")
+    normalisation: Literal["clip", "imagenet"] = Field("clip", description="clip | imagenet")
+    domains: list[str] | None = Field(None, description="domains to use (default: all six)")
+    max_classes: int | None = Field(None, ge=1, description="keep the first classes only")
+    per_domain_train: int | None = Field(None, ge=1, description="subsample training images")
+    per_domain_test: int | None = Field(None, ge=1, description="subsample test images")
+    skew: Literal["feature", "feature_label"] = Field(
+        "feature", description="feature | feature_label (Dirichlet(data.alpha) within domains)"
+    )
+
+
+def _domain_images(dataset: Literal["domainnet", "nico_pp"]):  # type: ignore[no-untyped-def]
+    """Builder of DomainNet / NICO++: official splits, domains as groups, decoded at
+    ``image_size`` after subsampling."""
+
+    def build(cfg: DataConfig, opts: DomainImageOptions, seed: int) -> FederatedData:
+        if cfg.partition != "groups":
+            raise ConfigError(f'{dataset}: partition must be "groups" (a domain per member)')
+        root = cfg.path or os.environ.get("CONSORTIUM_DATA_DIR")
+        if dataset == "domainnet":
+            domains = tuple(opts.domains or DOMAINNET_DOMAINS)
+            index = index_domainnet(root, domains, opts.max_classes or 100)
+        else:
+            domains = tuple(opts.domains or NICO_PP_DOMAINS)
+            index = index_nico_pp(root, domains, opts.max_classes)
+        index = subsample(index, opts.per_domain_train, opts.per_domain_test, seed)
+        splits = image_splits(index, opts.image_size, opts.normalisation)
+        data = federate(cfg, splits, seed)
+        if opts.skew == "feature_label":
+            data = dirichlet_within_domains(
+                data, cfg.alpha, seed, cfg.min_size, cfg.client_test_fraction
+            )
+        return data
+
+    return build
+
+
+register_dataset(
+    "domainnet",
+    build=_domain_images("domainnet"),
+    options=DomainImageOptions,
+    description="DomainNet's six styles (its on-disk layout and split files; data.path)",
+)
+register_dataset(
+    "nico_pp",
+    build=_domain_images("nico_pp"),
+    options=DomainImageOptions,
+    description="NICO++'s six contexts (its on-disk layout and split files; data.path)",
+)

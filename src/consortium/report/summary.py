@@ -44,7 +44,12 @@ def method_dirs(run_dir: Path) -> list[Path]:
     config = run_dir / "config.json"
     if config.exists():
         order = list(json.loads(config.read_text()).get("methods", []))
-    found = {p.name: p for p in run_dir.iterdir() if (p / "summary.json").exists()}
+    # Unlearning requests (``unlearn-*/``, marked by their request.json) are not methods.
+    found = {
+        p.name: p
+        for p in run_dir.iterdir()
+        if (p / "summary.json").exists() and not (p / "request.json").exists()
+    }
     return [found[m] for m in order if m in found] + sorted(
         p for n, p in found.items() if n not in order
     )

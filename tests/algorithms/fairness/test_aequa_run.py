@@ -8,10 +8,11 @@ from consortium.algorithms.aequa import (
     Aequa,
     AequaConfig,
     AequaTrainingTime,
-    ContributionConfig,
+    AequaTrainingTimeConfig,
     aequa_client_app,
 )
-from consortium.algorithms.cgsv import CGSV, CGSVConfig, own_model_client_app
+from consortium.algorithms.cgsv import CGSV, CGSVConfig
+from consortium.algorithms.fairness import own_model_client_app
 from consortium.algorithms.iafl import IAFL, IAFLConfig
 from consortium.core import load_checkpoint, read_jsonl, run_workflow
 from consortium.data import build_federated_data
@@ -40,7 +41,8 @@ LOCAL = LocalTrainConfig(lr=0.05, batch_size=16)
 
 def aequa(data, cls=Aequa, **kw):
     model_fn = model_fn_for(data)
-    cfg = AequaConfig(local=LOCAL, **kw)
+    config_cls = AequaTrainingTimeConfig if cls is AequaTrainingTime else AequaConfig
+    cfg = config_cls(local=LOCAL, **kw)
     wf = cls(cfg, model_fn, data.val_x, data.val_y, data.test_x, data.test_y, device="cpu")
     grid = LocalRuntime(aequa_client_app(model_fn, "cpu"), data.client, data.num_clients, seed=0)
     return wf, grid
@@ -52,7 +54,7 @@ def test_short_aequa_run_rewards_data_size_commensurately(digits):
     wf, grid = aequa(
         digits,
         rounds=10,
-        contribution=ContributionConfig("data_size"),
+        contribution="data_size",
         measure_standalone=False,
         eval_every=5,
     )
@@ -79,7 +81,7 @@ def test_short_aequa_run_rewards_data_size_commensurately(digits):
 
 def test_aequa_resumes_bit_identically_after_a_crash(digits, tmp_path):
     def make():
-        return aequa(digits, rounds=4, contribution=ContributionConfig("cgsv"), eval_every=2)
+        return aequa(digits, rounds=4, contribution="cgsv", eval_every=2)
 
     full = run_workflow(*make(), run_dir=tmp_path / "full", progress=False)
 
@@ -110,7 +112,7 @@ def test_training_time_variant_sends_each_member_its_width(digits):
         rounds=4,
         warmup_rounds=2,
         curve_step=0.2,
-        contribution=ContributionConfig("data_size"),
+        contribution="data_size",
         measure_standalone=False,
         eval_every=4,
     )
@@ -130,7 +132,7 @@ def test_training_time_variant_sends_each_member_its_width(digits):
 def test_cgsv_and_iafl_run_and_resume(digits, tmp_path):
     model_fn = model_fn_for(digits, (8, 16), 32)
     for cls, cfg in [
-        (CGSV, CGSVConfig(rounds=3, local=LOCAL, contribution=ContributionConfig("data_size"))),
+        (CGSV, CGSVConfig(rounds=3, local=LOCAL, contribution="data_size")),
         (IAFL, IAFLConfig(rounds=3, local=LOCAL, q=0.3)),
     ]:
 
@@ -160,7 +162,6 @@ def test_cgsv_and_iafl_run_and_resume(digits, tmp_path):
 
 def test_experiment_methods_share_one_standalone_phase(tmp_path):
     from consortium.experiment import experiment_from_dict, run_experiment
-    from consortium.experiment import fairness as _fairness  # noqa: F401  (registers methods)
 
     raw = {
         "name": "fair-tiny",

@@ -4,17 +4,15 @@ import types
 import numpy as np
 import pytest
 
-from consortium.algorithms.aequa.config import ContributionConfig
-from consortium.algorithms.aequa.contribution import CosineContribution, cosine, subtract
 from consortium.algorithms.cgsv import (
     CGSV,
     CGSVConfig,
     masked_reward,
-    rescale,
     reward_fractions,
     top_fraction_mask,
     update_reputations,
 )
+from consortium.algorithms.fairness import CosineContribution, cosine, rescale, subtract
 from consortium.algorithms.iafl import (
     IAFL,
     IAFLConfig,
@@ -77,7 +75,7 @@ def test_rescale_to_norm_gamma():
 
 
 def test_cgsv_round_rewards_on_hand_made_updates():
-    cfg = CGSVConfig(rounds=2, alpha=0.5, beta=1.0, contribution=ContributionConfig("data_size"))
+    cfg = CGSVConfig(rounds=2, alpha=0.5, beta=1.0, contribution="data_size")
     wf = CGSV(cfg, model_fn, *empty(), *empty(), device="cpu")
     d = {
         0: {"w": np.array([1.0, 0.0, 0.0])},
@@ -128,7 +126,7 @@ def test_iafl_reward_sets():
 
 
 def test_iafl_round_rewards_on_hand_made_updates():
-    cfg = IAFLConfig(rounds=1, contribution=ContributionConfig("given", values=(4.0, 2.0, 1.0)))
+    cfg = IAFLConfig(rounds=1, contribution="given", contribution_values=[4.0, 2.0, 1.0])
     wf = IAFL(cfg, model_fn, *empty(), *empty(), device="cpu")
     d = {c: {"w": np.full(2, float(c + 1))} for c in range(3)}
     server, rewards, metrics = wf.rewards(fake_grid(3), 1, d, {})

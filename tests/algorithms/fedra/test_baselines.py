@@ -13,10 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from consortium.algorithms.fedra import (
+    AllLarge,
     DepthFL,
     DepthFLConfig,
     FedRA,
     FedRAConfig,
+    InclusiveFL,
+    InclusiveFLConfig,
     LogitsOnly,
     fedra_client_app,
 )
@@ -208,14 +211,10 @@ def test_inclusivefl_momentum_changes_exactly_the_shallow_top_blocks(federation)
     x, y, views, model_fn = federation
 
     def run(momentum):
-        cfg = FedRAConfig(
-            capacities=(4, 2, 2, 1, 1),
-            allocation="first",
-            momentum_distillation=momentum,
-            rounds=2,
-            local=LOCAL,
+        cfg = InclusiveFLConfig(
+            capacities=(4, 2, 2, 1, 1), momentum_distillation=momentum, rounds=2, local=LOCAL
         )
-        wf = FedRA(cfg, model_fn, x[:40], y[:40])
+        wf = InclusiveFL(cfg, model_fn, x[:40], y[:40])
         grid = LocalRuntime(fedra_client_app(model_fn, "cpu"), lambda c: views[c], 5, seed=0)
         grid.start_round(0)
         wf.setup(grid)
@@ -234,8 +233,8 @@ def test_inclusivefl_momentum_changes_exactly_the_shallow_top_blocks(federation)
     tops = {f"{prefix}.0.", f"{prefix}.1."}  # top blocks of the depth-1 and depth-2 groups
     assert changed and all(any(t in k for t in tops) for k in changed), changed
     assert {t for t in tops if any(t in k and "lora_B" in k for k in changed)} == tops
-    with pytest.raises(ValueError):
-        FedRAConfig(capacities=(2,), allocation="random", momentum_distillation=True)
+    with pytest.raises(ValueError, match="momentum_distillation"):  # InclusiveFL's own option
+        FedRAConfig(capacities=(2,), momentum_distillation=True)
 
 
 def test_measured_memory_grows_with_depth_and_state_bytes_are_exact():
@@ -274,20 +273,21 @@ def test_member_cost_is_logged_relative_to_the_full_model(federation):
 
 
 METHODS = {
-    "fedra": lambda caps: FedRAConfig(capacities=caps, local=LOCAL, rounds=1),
-    "all_large": lambda caps: FedRAConfig(capacities=caps, allocation="all", local=LOCAL, rounds=1),
-    "inclusivefl_momentum": lambda caps: FedRAConfig(
-        capacities=caps, allocation="first", momentum_distillation=True, local=LOCAL, rounds=1
+    "fedra": lambda caps: (FedRA, FedRAConfig(capacities=caps, local=LOCAL, rounds=1)),
+    "all_large": lambda caps: (AllLarge, FedRAConfig(capacities=caps, local=LOCAL, rounds=1)),
+    "inclusivefl_momentum": lambda caps: (
+        InclusiveFL,
+        InclusiveFLConfig(capacities=caps, momentum_distillation=True, local=LOCAL, rounds=1),
     ),
-    "depthfl": lambda caps: DepthFLConfig(capacities=caps, local=LOCAL, rounds=1),
+    "depthfl": lambda caps: (DepthFL, DepthFLConfig(capacities=caps, local=LOCAL, rounds=1)),
 }
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_only_adapters_and_heads_travel(federation, method):
     x, y, _, model_fn = federation
-    cfg = METHODS[method]((4, 3, 2, 1, 1))
-    wf = (DepthFL if method == "depthfl" else FedRA)(cfg, model_fn, x[:40], y[:40])
+    cls, cfg = METHODS[method]((4, 3, 2, 1, 1))
+    wf = cls(cfg, model_fn, x[:40], y[:40])
     grid, _, _ = one_round(wf, federation)
     sent, got = grid.log[-1]
 

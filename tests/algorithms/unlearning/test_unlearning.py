@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
-from consortium.algorithms.supervised import supervised_client_app
 from consortium.algorithms.unlearning import (
     SelectiveUnlearning,
     SelectiveUnlearningConfig,

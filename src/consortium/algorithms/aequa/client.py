@@ -10,7 +10,7 @@ Handlers (besides the supervised ``train`` / ``evaluate`` and the reference's ``
   and scores it on its own test view;
 * ``describe`` — the member's number of training samples (a data-size contribution).
 
-Inside a TEE (papers.md 1(a)) the member never sees the full-width weights it trains with;
+Inside a TEE (docs/methods/aequa.md) the member never sees the full-width weights it trains with;
 here in simulation that assumption is only stated, not enforced.
 """
 
@@ -25,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from consortium.algorithms.aequa.config import WidthTraining
+from consortium.algorithms.base.supervised import ModelFn, supervised_client_app
+from consortium.algorithms.fairness import describe_handler
 from consortium.algorithms.reference.standalone import add_standalone_handler
-from consortium.algorithms.supervised import ModelFn, supervised_client_app
 from consortium.core.client import ClientApp, ClientContext
 from consortium.core.message import Message
 from consortium.core.sampling import derive_seed
@@ -38,7 +40,7 @@ from consortium.training import LocalTrainConfig, evaluate, resolve_device, trai
 class WidthModels:
     """Scratch models per width for the process: the full model and a few narrowed copies.
 
-    Like :class:`~consortium.algorithms.supervised.ScratchModel`, a member loads received
+    Like :class:`~consortium.algorithms.base.supervised.ScratchModel`, a member loads received
     weights into a reused module instead of building one per message; narrowed modules are
     kept for the ``max_widths`` most recent widths.
     """
@@ -137,18 +139,21 @@ def add_aequa_handlers(app: ClientApp, model_fn: ModelFn, device: str = "auto") 
         width = float(msg.config.get("width", 1.0))
         model = models.load(msg.arrays, width)
         cfg = LocalTrainConfig.from_config(msg.config)
+        wt = WidthTraining.model_validate(
+            {k: v for k, v in msg.config.items() if k in WidthTraining.model_fields}
+        )
         # Widths are drawn in the full model's terms; the received network is the widest here.
-        low = min(1.0, float(msg.config.get("p_min", 1.0)) / width)
+        low = min(1.0, wt.p_min / width)
         record: list[float] = []
         loss_fn = slimmable_loss(
             np.random.default_rng(derive_seed(ctx.seed, "widths")),
             low,
-            str(msg.config.get("width_rule", "random")),
-            int(msg.config.get("num_random", 1)),
-            bool(msg.config.get("distill", False)),
-            float(msg.config.get("temperature", 1.0)),
+            wt.width_rule,
+            wt.num_random,
+            wt.distill,
+            wt.temperature,
             record,
-            float(msg.config.get("sub_batch", 1.0)),
+            wt.sub_batch,
         )
         data = ctx.data
         metrics = train_local(
@@ -185,21 +190,10 @@ def aequa_client_app(model_fn: ModelFn, device: str = "auto") -> ClientApp:
     return add_aequa_handlers(app, model_fn, device)
 
 
-def describe_handler(app: ClientApp) -> ClientApp:
-    """Register only ``describe`` (for methods that need data sizes but not widths)."""
-
-    @app.on("describe")
-    def describe(msg: Message, ctx: ClientContext) -> Message:
-        return msg.reply(metrics={"num_train": float(len(ctx.data.train_indices))})
-
-    return app
-
-
 __all__ = [
     "WidthModels",
     "add_aequa_handlers",
     "aequa_client_app",
-    "describe_handler",
     "slimmable_loss",
     "step_widths",
 ]

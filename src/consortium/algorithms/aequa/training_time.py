@@ -1,4 +1,4 @@
-"""Aequa with training-time model rewards (Algorithm 2, papers.md 1(b).4, reconstructed).
+"""Aequa with training-time model rewards (Algorithm 2 as reconstructed; docs/methods/aequa.md).
 
 Members are rewarded *during* training: each round a member receives only the sub-network of
 the width its contribution earned so far, trains that (its widest network plus narrower ones,
@@ -19,24 +19,29 @@ Each round:
 The cosine of a sub-width update is taken on the entries it covers, so a narrow member is not
 penalised for the entries it was never given. At the end, the rewards are allocated once more
 with the final contributions and a fine curve, as in the post-training variant.
+
+A variant of :class:`~consortium.algorithms.aequa.workflow.Aequa` that overrides two hooks:
+what each member is sent, and how the (smaller) updates are averaged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from consortium.algorithms.aequa.contribution import subtract
+from consortium.algorithms.aequa.config import AequaTrainingTimeConfig
 from consortium.algorithms.aequa.workflow import Aequa
+from consortium.algorithms.base.workflow import Expect
 from consortium.core.aggregation import Update, partial_mean
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
-from consortium.core.validation import ReplySpec
 
 
 class AequaTrainingTime(Aequa):
-    """Aequa's training-time variant; same options, members, summary as :class:`Aequa`."""
+    """Aequa's training-time variant; same members and summary as :class:`Aequa`."""
 
     name = "aequa_training_time"
+    config: AequaTrainingTimeConfig
 
     def round_widths(self, grid: Grid, rnd: int) -> dict[int, float]:
         """Every member's width this round (a pure function of the state: resumable)."""
@@ -44,44 +49,23 @@ class AequaTrainingTime(Aequa):
             return dict.fromkeys(grid.client_ids, 1.0)
         return self.allocate(self.contributions(grid), self.config.curve_step).widths
 
-    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
-        cfg = self.config
-        sampled = grid.sample(cfg.clients_per_round)
+    def configure_train(self, grid: Grid, rnd: int, sampled: list[int]) -> dict[int, Message]:
         widths = self.round_widths(grid, rnd)
+        self._widths = {c: widths[c] for c in sampled}
         payloads: dict[float, Arrays] = {}
-        messages: dict[int, Message] = {}
-        for cid in sampled:
-            p = widths[cid]
-            if p not in payloads:
-                payloads[p] = self.test.sub_arrays(self.weights, p)
-            messages[cid] = Message(
-                "aequa_train",
-                arrays=payloads[p],
-                config={**cfg.local.as_config(), **cfg.width_config(), "width": p},
-            )
-        replies = grid.send(messages, expect=lambda c: ReplySpec.like(payloads[widths[c]]))
-        metrics: dict[str, Any] = {
-            "sampled": sampled,
-            "widths": {str(c): widths[c] for c in sampled},
-        }
-        updates = [
-            Update(r.arrays, r.metrics.get("num_examples", 0.0) if cfg.weighted else 1.0)
-            for r in replies.values()
-        ]
-        if sum(u.weight for u in updates) > 0:
-            new = partial_mean(updates, self.weights)
-            if cfg.contribution.kind == "cgsv":
-                aggregate = subtract(new, self.weights)
-                deltas = {c: subtract(r.arrays, self.weights) for c, r in replies.items()}
-                phis = self.tracker.observe(deltas, aggregate)
-                metrics["cosine"] = {str(c): v for c, v in phis.items()}
-            self.weights = new
-            losses = [r for r in replies.values() if "train_loss" in r.metrics]
-            if losses:
-                metrics["train_loss"] = sum(
-                    r.metrics["train_loss"] * r.metrics.get("num_examples", 1.0) for r in losses
-                ) / max(sum(r.metrics.get("num_examples", 1.0) for r in losses), 1.0)
-        if rnd % cfg.eval_every == 0 or rnd == self.num_rounds:
-            metrics["test_accuracy"] = self.test(self.weights)
-            metrics[f"test_accuracy_p{cfg.p_min:g}"] = self.test(self.weights, cfg.p_min)
-        return metrics
+        for p in sorted(set(self._widths.values())):
+            payloads[p] = self.test.sub_arrays(self.weights, p)
+        return {c: self.train_message(payloads[p], p) for c, p in self._widths.items()}
+
+    def expect(self, messages: Mapping[int, Message]) -> Expect:
+        return super(Aequa, self).expect(messages)  # each reply like what that member was sent
+
+    def aggregate(self, updates: Sequence[Update]) -> Arrays:
+        """Each entry over the members whose width covers it."""
+        return partial_mean(updates, self.weights)
+
+    def aggregate_train(
+        self, grid: Grid, rnd: int, replies: Mapping[int, Message]
+    ) -> dict[str, Any]:
+        widths = {"widths": {str(c): w for c, w in self._widths.items()}}
+        return {**widths, **super().aggregate_train(grid, rnd, replies)}

@@ -2,7 +2,7 @@
 
 Tastan, Horváth, Nandakumar. *Aequa: Fair Model Rewards in Collaborative Learning via
 Slimmable Networks.* ICML 2025 (arXiv 2502.04850); the algorithm as reconstructed in
-papers.md 1(b).
+docs/methods/aequa.md.
 
 0. Set-up: members train alone once (standalone accuracies: a contribution measure and the
    baseline of IPR) or report their data sizes, as the contribution measure needs.
@@ -17,38 +17,47 @@ papers.md 1(b).
    set for the fairness summary.
 
 The full-width model is the run's model (``test_accuracy``); members are assumed to train it
-inside a TEE and to keep only their reward (papers.md 1(a)).
+inside a TEE and to keep only their reward (docs/methods/aequa.md).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from consortium.algorithms.aequa.allocation import Allocation, accuracy_curve, allocate, width_grid
 from consortium.algorithms.aequa.config import AequaConfig
-from consortium.algorithms.aequa.contribution import (
+from consortium.algorithms.aequa.evaluator import WidthEvaluator
+from consortium.algorithms.base.supervised import ModelFn, initial_arrays
+from consortium.algorithms.base.workflow import (
+    Expect,
+    FederatedWorkflow,
+    broadcast,
+    send_chunked,
+    updates_from,
+    weighted_metric,
+)
+from consortium.algorithms.fairness import (
     CosineContribution,
     StandaloneResult,
+    reward_summary,
+    setup_phase,
     static_contributions,
     subtract,
 )
-from consortium.algorithms.aequa.rewards import WidthEvaluator, reward_summary, setup_phase
-from consortium.algorithms.supervised import ModelFn, initial_arrays, weighted_metric
 from consortium.core.aggregation import Update, weighted_mean
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
-from consortium.core.workflow import Workflow
 from consortium.models.slimmable import require_slimmable
 
 log = logging.getLogger("consortium.aequa")
 
 
-class Aequa(Workflow):
+class Aequa(FederatedWorkflow[AequaConfig]):
     """Aequa with post-training model rewards (Algorithm 1 + allocation).
 
     Members run :func:`~consortium.algorithms.aequa.client.aequa_client_app`.
@@ -69,7 +78,6 @@ class Aequa(Workflow):
     """
 
     name = "aequa"
-    progress_keys = ("test_accuracy", "train_loss")
 
     def __init__(
         self,
@@ -83,8 +91,7 @@ class Aequa(Workflow):
         standalone_cache: MutableMapping[str, Any] | None = None,
     ) -> None:
         require_slimmable(model_fn())
-        self.config = config
-        self.num_rounds = config.rounds
+        super().__init__(config)
         self.model_fn = model_fn
         self.test = WidthEvaluator(model_fn, test_x, test_y, device)
         self.val = WidthEvaluator(model_fn, val_x, val_y, device)
@@ -96,7 +103,7 @@ class Aequa(Workflow):
         self.weights: Arrays = {}
         self.standalone: StandaloneResult | None = None
         self.sizes: dict[int, float] | None = None
-        self.tracker = CosineContribution(config.contribution.alpha)
+        self.tracker = CosineContribution(config.contribution_alpha)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -109,7 +116,7 @@ class Aequa(Workflow):
             cfg.local,
             cfg.rounds,
             standalone=cfg.needs_standalone,
-            sizes=cfg.contribution.kind == "data_size",
+            sizes=cfg.contribution == "data_size",
             val=self.val if self.curve_split == "validation" else None,
             test=self.test,
             chunk_size=cfg.chunk_size,
@@ -122,42 +129,50 @@ class Aequa(Workflow):
 
     # -- rounds (Algorithm 1) -------------------------------------------------------------
 
-    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
+    def train_message(self, arrays: Arrays, width: float) -> Message:
+        """A member's training message: the (sub-)model and the width settings."""
         cfg = self.config
-        sampled = grid.sample(cfg.clients_per_round)
-        msg = Message(
-            "aequa_train",
-            arrays=self.weights,
-            config={**cfg.local.as_config(), **cfg.width_config(), "width": 1.0},
-        )
-        replies = grid.send({c: msg for c in sampled}, expect=ReplySpec.like(self.weights))
-        metrics: dict[str, Any] = {"sampled": sampled}
-        updates = [
-            Update(r.arrays, r.metrics.get("num_examples", 0.0) if cfg.weighted else 1.0)
-            for r in replies.values()
-        ]
+        config = {**cfg.local.as_config(), **cfg.message_config(), "width": width}
+        return Message("aequa_train", arrays=arrays, config=config)
+
+    def configure_train(self, grid: Grid, rnd: int, sampled: list[int]) -> dict[int, Message]:
+        return broadcast(self.train_message(self.weights, 1.0), sampled)
+
+    def expect(self, messages: Mapping[int, Message]) -> Expect:
+        return ReplySpec.like(self.weights)
+
+    def aggregate(self, updates: Sequence[Update]) -> Arrays:
+        """Every member trained every weight: plain FedAvg."""
+        return weighted_mean(updates)
+
+    def aggregate_train(
+        self, grid: Grid, rnd: int, replies: Mapping[int, Message]
+    ) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        updates = updates_from(replies, self.config.weighted)
         if sum(u.weight for u in updates) > 0:
-            new = weighted_mean(updates)
-            if cfg.contribution.kind == "cgsv":
+            new = self.aggregate(updates)
+            if self.config.contribution == "cgsv":
                 deltas = {c: subtract(r.arrays, self.weights) for c, r in replies.items()}
                 phis = self.tracker.observe(deltas, subtract(new, self.weights))
                 metrics["cosine"] = {str(c): v for c, v in phis.items()}
             self.weights = new
             metrics["train_loss"] = weighted_metric(replies, "train_loss")
-        if rnd % cfg.eval_every == 0 or rnd == self.num_rounds:
-            metrics["test_accuracy"] = self.test(self.weights)
-            metrics[f"test_accuracy_p{cfg.p_min:g}"] = self.test(self.weights, cfg.p_min)
         return metrics
+
+    def evaluate(self, rnd: int) -> dict[str, Any]:
+        p_min = self.config.p_min
+        return {
+            "test_accuracy": self.test(self.weights),
+            f"test_accuracy_p{p_min:g}": self.test(self.weights, p_min),
+        }
 
     # -- finish: post-training allocation -------------------------------------------------
 
     def contributions(self, grid: Grid) -> dict[int, float]:
         """Each member's contribution under the configured assessment."""
         static = static_contributions(
-            self.config.contribution,
-            grid.num_clients,
-            sizes=self.sizes,
-            standalone=self.standalone,
+            self.config, grid.num_clients, sizes=self.sizes, standalone=self.standalone
         )
         if static is not None:
             return static
@@ -173,11 +188,7 @@ class Aequa(Workflow):
             lambda p: self.val(self.weights, p), width_grid(cfg.p_min, step)
         )
         return allocate(
-            contributions,
-            grid_widths,
-            raw,
-            normalisation=cfg.allocation.normalisation,
-            rule=cfg.allocation.rule,
+            contributions, grid_widths, raw, normalisation=cfg.normalisation, rule=cfg.rule
         )
 
     def distribute(self, grid: Grid, widths: Mapping[int, float]) -> dict[int, dict[str, float]]:
@@ -192,22 +203,22 @@ class Aequa(Workflow):
             msg = Message(
                 "evaluate_width", arrays=self.test.sub_arrays(self.weights, p), config={"width": p}
             )
-            for start in range(0, len(members), self.config.chunk_size):
-                chunk = members[start : start + self.config.chunk_size]
-                replies = grid.send({c: msg for c in chunk}, expect=ReplySpec({}))
-                per_member.update({c: dict(r.metrics) for c, r in replies.items()})
+            replies = send_chunked(
+                grid, broadcast(msg, members), self.config.chunk_size, ReplySpec({})
+            )
+            per_member.update({c: dict(r.metrics) for c, r in replies.items()})
         return per_member
 
     def finish(self, grid: Grid) -> dict[str, Any]:
         cfg = self.config
         contributions = self.contributions(grid)
-        allocation = self.allocate(contributions, cfg.allocation.grid_step)
+        allocation = self.allocate(contributions, cfg.grid_step)
         acc_at = {p: self.test(self.weights, p) for p in sorted(set(allocation.widths.values()))}
         reward_test = {c: acc_at[p] for c, p in allocation.widths.items()}
         own = self.distribute(grid, allocation.widths)
         summary: dict[str, Any] = {
             "test_accuracy": self.test(self.weights),
-            "contribution_kind": cfg.contribution.kind,
+            "contribution_kind": cfg.contribution,
             "curve_split": self.curve_split,
             "p_min": cfg.p_min,
             **allocation.as_dict(),

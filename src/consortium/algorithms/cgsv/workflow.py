@@ -1,7 +1,7 @@
 """CGSV as a workflow: reputations from cosine similarity, rewards as masked aggregates.
 
 Xu, Lyu, Ma, Miao, Foo, Low. *Gradient-Driven Rewards to Guarantee Fairness in Collaborative
-Machine Learning.* NeurIPS 2021. As implemented in the authors' code (papers.md 1(d)):
+Machine Learning.* NeurIPS 2021. As implemented in the authors' code (docs/methods/aequa.md):
 
 1. each member trains a copy of its own model and sends the update, rescaled to norm Γ;
 2. the server aggregates ``Δ = Σ_j w_j Δ_j`` (data-size weights in the first round, the
@@ -15,55 +15,25 @@ A member's reward is its own final model; the server model is ``test_accuracy``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from consortium.algorithms.aequa.contribution import cosine
-from consortium.algorithms.cgsv.base import OwnModelWorkflow
 from consortium.algorithms.cgsv.config import CGSVConfig
 from consortium.algorithms.cgsv.rules import masked_reward, reward_fractions, update_reputations
-from consortium.algorithms.supervised import ModelFn
+from consortium.algorithms.fairness import OwnModelWorkflow, cosine
 from consortium.core.aggregation import Update, weighted_mean
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
 
 
-class CGSV(OwnModelWorkflow):
-    """CGSV baseline; members run :func:`~consortium.algorithms.cgsv.cgsv_client_app`."""
+class CGSV(OwnModelWorkflow[CGSVConfig]):
+    """CGSV baseline; members run
+    :func:`~consortium.algorithms.fairness.own_model_client.own_model_client_app`."""
 
     name = "cgsv"
 
-    def __init__(
-        self,
-        config: CGSVConfig,
-        model_fn: ModelFn,
-        val_x: np.ndarray,
-        val_y: np.ndarray,
-        test_x: np.ndarray,
-        test_y: np.ndarray,
-        device: str = "auto",
-        standalone_cache: MutableMapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            rounds=config.rounds,
-            clients_per_round=config.clients_per_round,
-            local=config.local,
-            contribution=config.contribution,
-            needs_standalone=config.needs_standalone,
-            gamma=config.gamma,
-            eval_every=config.eval_every,
-            chunk_size=config.chunk_size,
-            model_fn=model_fn,
-            val_x=val_x,
-            val_y=val_y,
-            test_x=test_x,
-            test_y=test_y,
-            device=device,
-            standalone_cache=standalone_cache,
-        )
-        self.config = config
+    def __init__(self, config: CGSVConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
         self.reputations: dict[int, float] = {}
 
     def rewards(

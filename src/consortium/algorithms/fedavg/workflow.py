@@ -1,32 +1,40 @@
-"""FedAvg as a workflow: sample, send the model, average the replies, evaluate."""
+"""FedAvg as a workflow: sample, send the model, average the replies, evaluate; FedProx as the
+variant that overrides one hook (what members are told to train with)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from consortium.algorithms.fedavg.config import FedAvgConfig
-from consortium.algorithms.supervised import (
+from consortium.algorithms.base.supervised import (
     ModelFn,
     ServerEvaluator,
     client_accuracy_summary,
     evaluate_on_clients,
     initial_arrays,
+)
+from consortium.algorithms.base.workflow import (
+    Expect,
+    FederatedWorkflow,
+    ModelState,
+    broadcast,
+    updates_from,
     weighted_metric,
 )
+from consortium.algorithms.fedavg.config import FedAvgConfig, FedProxConfig
 from consortium.core.aggregation import Update, weighted_mean
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
-from consortium.core.workflow import Workflow
 
 
-class FedAvg(Workflow):
-    """Federated averaging (McMahan et al., 2017); FedProx when ``config.prox_mu > 0``.
+class FedAvg(ModelState, FederatedWorkflow[FedAvgConfig]):
+    """Federated averaging (McMahan et al., 2017).
 
-    Members run :func:`~consortium.algorithms.supervised.supervised_client_app`'s ``train``.
+    Members run :func:`~consortium.algorithms.base.supervised.supervised_client_app`'s
+    ``train``.
 
     Parameters
     ----------
@@ -39,7 +47,6 @@ class FedAvg(Workflow):
     """
 
     name = "fedavg"
-    progress_keys = ("test_accuracy", "train_loss")
 
     def __init__(
         self,
@@ -49,8 +56,7 @@ class FedAvg(Workflow):
         test_y: np.ndarray,
         device: str = "auto",
     ) -> None:
-        self.config = config
-        self.num_rounds = config.rounds
+        super().__init__(config)
         self.model_fn = model_fn
         self.evaluator = ServerEvaluator(model_fn, test_x, test_y, device)
         self.weights: Arrays = {}
@@ -59,24 +65,32 @@ class FedAvg(Workflow):
         self.weights = initial_arrays(self.model_fn, grid.seed)
         return {}
 
-    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
-        cfg = self.config
-        sampled = grid.sample(cfg.clients_per_round)
-        msg = Message(
-            "train", arrays=self.weights, config={**cfg.local.as_config(), "prox_mu": cfg.prox_mu}
-        )
-        replies = grid.send({c: msg for c in sampled}, expect=ReplySpec.like(self.weights))
-        metrics: dict[str, Any] = {"sampled": sampled}
-        updates = [
-            Update(r.arrays, r.metrics.get("num_examples", 0.0) if cfg.weighted else 1.0)
-            for r in replies.values()
-        ]
-        if sum(u.weight for u in updates) > 0:
-            self.weights = weighted_mean(updates)
-            metrics["train_loss"] = weighted_metric(replies, "train_loss")
-        if rnd % cfg.eval_every == 0 or rnd == self.num_rounds:
-            metrics.update(self.evaluator(self.weights))
-        return metrics
+    def train_config(self, rnd: int) -> dict[str, Any]:
+        """The settings members train with this round (plain FedAvg: no proximal term)."""
+        return {**self.config.local.as_config(), "prox_mu": 0.0}
+
+    def configure_train(self, grid: Grid, rnd: int, sampled: list[int]) -> dict[int, Message]:
+        msg = Message("train", arrays=self.weights, config=self.train_config(rnd))
+        return broadcast(msg, sampled)
+
+    def expect(self, messages: Mapping[int, Message]) -> Expect:
+        return ReplySpec.like(self.weights)
+
+    def aggregate(self, updates: Sequence[Update]) -> Arrays:
+        """The new global model from this round's updates."""
+        return weighted_mean(updates)
+
+    def aggregate_train(
+        self, grid: Grid, rnd: int, replies: Mapping[int, Message]
+    ) -> dict[str, Any]:
+        updates = updates_from(replies, self.config.weighted)
+        if sum(u.weight for u in updates) <= 0:
+            return {}
+        self.weights = self.aggregate(updates)
+        return {"train_loss": weighted_metric(replies, "train_loss")}
+
+    def evaluate(self, rnd: int) -> dict[str, Any]:
+        return self.evaluator(self.weights)
 
     def finish(self, grid: Grid) -> dict[str, Any]:
         summary: dict[str, Any] = dict(self.evaluator(self.weights))
@@ -84,11 +98,12 @@ class FedAvg(Workflow):
             summary.update(client_accuracy_summary(evaluate_on_clients(grid, self.weights)))
         return summary
 
-    def final_arrays(self) -> Arrays:
-        return self.weights
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights}
+class FedProx(FedAvg):
+    """FedProx (Li et al., 2020): FedAvg whose members add a proximal term ``prox_mu``."""
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.weights = dict(state["weights"])
+    name = "fedprox"
+    config: FedProxConfig
+
+    def train_config(self, rnd: int) -> dict[str, Any]:
+        return {**self.config.local.as_config(), "prox_mu": self.config.prox_mu}

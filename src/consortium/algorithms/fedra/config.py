@@ -1,108 +1,89 @@
-"""FedRA's options, and the allocation rules of its depth-heterogeneous baselines."""
+"""FedRA's options, and those of the baselines that add a field of their own."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import Field, field_validator
+
+from consortium.algorithms.base.config import FederatedConfig
+from consortium.data.text import MINILM
 from consortium.models.transformer import LoraSettings
 from consortium.training import LocalTrainConfig
 
 Allocation = Literal["random", "first", "all", "first_min"]
 
 
-@dataclass(frozen=True)
-class FedRAConfig:
+class FedRAConfig(FederatedConfig):
     """FedRA (Su, Li, Xue, ECCV 2024) and the baselines that differ only in who trains which
-    blocks.
+    blocks (the variant says which: see :mod:`consortium.algorithms.fedra.workflow`)."""
 
-    Attributes
-    ----------
-    capacities
-        Blocks each member can hold (L_k), one entry per member.
-    allocation
-        ``random``: FedRA — every round each member gets L_k blocks drawn uniformly at random
-        (kept in order); ``first``: InclusiveFL — the first L_k blocks; ``all``: ALL-large —
-        every member trains every block, ignoring its limit; ``first_min``: ALL-small — every
-        member and the global model use only the first min L_k blocks.
-    cover_all_layers
-        Redraw random rows until every block is trained by some participant this round (the
-        official code keeps uncovered blocks' adapters instead; off by default, as there).
-    weighted
-        Weight each member's adapters by its sample count (the official code averages
-        unweighted; so do we by default).
-    momentum_distillation, momentum_beta
-        InclusiveFL's momentum knowledge distillation (``first`` allocation only): the update
-        of each shallower depth group's top block is nudged towards last round's mean update
-        of the blocks it lacks in the next deeper group, ``(1 - beta)·own + beta·deeper``.
-        Off by default: the FedRA code has it but never calls it, so the paper's InclusiveFL
-        numbers come from plain depth-wise partial averaging.
-    rounds, clients_per_round, local, lora, eval_every
-        Rounds, members per round (count or fraction), local optimisation, LoRA settings,
-        evaluation cadence on the server test set.
-    """
-
-    capacities: tuple[int, ...]
-    allocation: Allocation = "random"
-    cover_all_layers: bool = False
-    weighted: bool = False
-    momentum_distillation: bool = False
-    momentum_beta: float = 0.2
-    rounds: int = 20
-    clients_per_round: int | float = 1.0
-    local: LocalTrainConfig = field(
+    local: LocalTrainConfig = Field(
         default_factory=lambda: LocalTrainConfig(
             epochs=1, batch_size=32, lr=0.01, weight_decay=1e-5
-        )
+        ),
+        description="local optimisation ([train])",
     )
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    eval_every: int = 1
+    capacities: list[int] = Field(
+        ..., min_length=1, description="blocks each member can hold, L_k (cycled if shorter)"
+    )
+    backbone: str = Field(
+        MINILM,
+        description='"minilm", "tiny" / "tiny_dinov2" (random, for checks) or a checkpoint folder',
+    )
+    lora_r: int = Field(8, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
+    cover_all_layers: bool = Field(
+        False,
+        description="redraw random rows until every block is trained this round (the official "
+        "code keeps uncovered blocks' adapters instead)",
+    )
+    weighted: bool = Field(
+        False, description="weight adapters by sample counts (the official code: unweighted)"
+    )
 
-    def __post_init__(self) -> None:
-        if not self.capacities or min(self.capacities) < 1:
-            raise ValueError(f"capacities must be >= 1 block each, got {self.capacities}")
-        if self.allocation not in ("random", "first", "all", "first_min"):
-            raise ValueError(f"unknown allocation {self.allocation!r}")
-        if self.rounds < 1 or self.eval_every < 1:
-            raise ValueError("rounds and eval_every must be >= 1")
-        if self.momentum_distillation and self.allocation != "first":
-            raise ValueError("momentum_distillation is InclusiveFL's: it needs allocation 'first'")
-        if not 0 <= self.momentum_beta <= 1:
-            raise ValueError(f"momentum_beta must be in [0, 1], got {self.momentum_beta}")
+    @field_validator("capacities")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if min(v) < 1:
+            raise ValueError(f"capacities must be >= 1 block each, got {v}")
+        return v
+
+    @property
+    def lora(self) -> LoraSettings:
+        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout)
+
+    def member_capacities(self, num_clients: int) -> tuple[int, ...]:
+        """One capacity per member (the list cycled over the members)."""
+        return tuple(self.capacities[i % len(self.capacities)] for i in range(num_clients))
 
 
-@dataclass(frozen=True)
+class InclusiveFLConfig(FedRAConfig):
+    """InclusiveFL (Liu et al., KDD 2022): first L_k blocks, depth-wise partial averaging."""
+
+    momentum_distillation: bool = Field(
+        False,
+        description="momentum distillation into shallow top blocks (the FedRA code defines it "
+        "but never calls it)",
+    )
+    momentum_beta: float = Field(0.2, ge=0, le=1, description="share of the deeper momentum")
+
+
 class DepthFLConfig(FedRAConfig):
     """DepthFL (Kim, Kim, Kim, Kim; ICLR 2023) on transformer blocks: member k trains the
-    first L_k blocks with one classifier after each of them, the classifiers teaching each
-    other (mutual self-distillation); blocks and classifiers are averaged over their holders.
+    first L_k blocks with one classifier after each, the classifiers teaching each other."""
 
-    Attributes
-    ----------
-    kd_weight
-        Weight of the distillation term ``sum_o sum_{j != o} KL(p_j || p_o) / (H - 1)`` beside
-        the heads' cross-entropies (temperature 1; the teacher side carries no gradient).
-    kd_rampup
-        Rounds over which the weight ramps up as ``exp(-5 (1 - r/R)^2)`` (FedRA's DepthFL
-        code: 500); 0 = constant weight (our default: with tens of rounds a 500-round ramp
-        leaves the distillation practically off).
-    eval_head
-        ``ensemble``: the released model predicts with the mean of the softmax outputs of
-        every classifier some member has trained (DepthFL's ensemble inference; works when no
-        member holds the last block); ``last``: the classifier after the last block only (the
-        FedRA code's choice).
-    """
-
-    allocation: Allocation = "first"
-    kd_weight: float = 1.0
-    kd_rampup: int = 0
-    eval_head: Literal["ensemble", "last"] = "ensemble"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.allocation != "first":
-            raise ValueError("DepthFL gives every member its first L_k blocks (allocation 'first')")
-        if self.kd_weight < 0 or self.kd_rampup < 0:
-            raise ValueError("kd_weight and kd_rampup must be >= 0")
-        if self.eval_head not in ("ensemble", "last"):
-            raise ValueError(f"eval_head must be 'ensemble' or 'last', got {self.eval_head!r}")
+    kd_weight: float = Field(
+        1.0, ge=0, description="weight of the mutual self-distillation (temperature 1)"
+    )
+    kd_rampup: int = Field(
+        0,
+        ge=0,
+        description="rounds of exp(-5(1-r/R)^2) ramp-up (FedRA's code: 500; 0: constant)",
+    )
+    eval_head: Literal["ensemble", "last"] = Field(
+        "ensemble",
+        description="released model predicts with the heads' ensemble or the last head (FedRA "
+        "code)",
+    )

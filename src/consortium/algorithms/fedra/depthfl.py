@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from consortium.algorithms.fedra.config import DepthFLConfig
+from consortium.algorithms.fedra.config import Allocation, DepthFLConfig
 from consortium.algorithms.fedra.heads import (
     DepthHeads,
     head_depth,
@@ -40,7 +40,10 @@ class DepthFL(FedRA):
     Parameters are those of :class:`FedRA`, with a :class:`DepthFLConfig`.
     """
 
+    name = "depthfl"
+    allocation: Allocation = "first"
     message_kind = "depthfl_train"
+    config: DepthFLConfig
 
     def __init__(
         self,
@@ -51,8 +54,6 @@ class DepthFL(FedRA):
         test_groups: np.ndarray | None = None,
     ) -> None:
         super().__init__(config, lora_model_fn, test_x, test_y, test_groups)
-        self.config: DepthFLConfig = config
-        self.name = "depthfl"
         self.trained_heads: set[int] = set()
 
     @property

@@ -4,7 +4,7 @@ over the members that trained it.
 Each round (Su, Li, Xue, ECCV 2024; the official code's defaults):
 
 1. draw the allocation matrix: member k gets L_k blocks uniformly at random (FedRA), or the
-   fixed blocks of a baseline (see :class:`FedRAConfig`);
+   fixed blocks of a baseline (the subclasses at the end of this module);
 2. send each sampled member its blocks' adapters and the head (nothing else travels);
 3. members tune LoRA adapters and the head on their sub-model;
 4. each block's adapters are averaged over the members that trained it this round; blocks
@@ -24,9 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from consortium.algorithms.base.workflow import (
+    Expect,
+    FederatedWorkflow,
+    updates_from,
+    weighted_metric,
+)
 from consortium.algorithms.fedra.allocation import allocate
 from consortium.algorithms.fedra.client import LogitsOnly, block_arrays
-from consortium.algorithms.fedra.config import FedRAConfig
+from consortium.algorithms.fedra.config import Allocation, FedRAConfig, InclusiveFLConfig
 from consortium.algorithms.fedra.cost import ActivationMeter, peak_bytes, state_bytes
 from consortium.algorithms.fedra.inclusive import group_updates, nudge_top_blocks
 from consortium.core.aggregation import Update, partial_mean
@@ -34,7 +40,6 @@ from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.sampling import derive_seed, rng_for
 from consortium.core.validation import ReplySpec
-from consortium.core.workflow import Workflow
 from consortium.models.transformer import (
     adapter_arrays,
     block_prefix,
@@ -48,8 +53,8 @@ from consortium.training import cross_entropy
 COST_KEYS = ("train_time_s", "peak_bytes", "activation_bytes", "param_bytes", "trainable_bytes")
 
 
-class FedRA(Workflow):
-    """Random allocation of blocks (FedRA), or a baseline's fixed allocation.
+class FedRA(FederatedWorkflow[FedRAConfig]):
+    """Random allocation of blocks (FedRA); the baselines below override the allocation.
 
     Parameters
     ----------
@@ -63,7 +68,9 @@ class FedRA(Workflow):
         Optional domain id per test sample: per-domain accuracies are reported too.
     """
 
-    progress_keys = ("test_accuracy", "train_loss")
+    name = "fedra"
+    #: Who trains which blocks: see :func:`~consortium.algorithms.fedra.allocation.allocate`.
+    allocation: Allocation = "random"
     message_kind = "fedra_train"
 
     def __init__(
@@ -74,22 +81,13 @@ class FedRA(Workflow):
         test_y: np.ndarray,
         test_groups: np.ndarray | None = None,
     ) -> None:
-        self.config = config
-        self.name = {
-            "random": "fedra",
-            "first": "inclusivefl",
-            "all": "all_large",
-            "first_min": "all_small",
-        }[config.allocation]
-        self.num_rounds = config.rounds
+        super().__init__(config)
         self.lora_model_fn = lora_model_fn
         self.test = (test_x, test_y, test_groups)
         self._full: nn.Module | None = None
         self.adapters: Arrays = {}
         self.full_cost: dict[str, float] = {}
-        self.momentum_last: dict[int, Arrays] = {}
         self.cost_totals: dict[int, dict[str, float]] = {}
-        self._rounds_done = 0
 
     def full(self) -> nn.Module:
         if self._full is None:
@@ -101,9 +99,7 @@ class FedRA(Workflow):
         return num_blocks(self.full())
 
     def global_blocks(self) -> list[int]:
-        """Blocks of the released model (ALL-small keeps only the first min L_k)."""
-        if self.config.allocation == "first_min":
-            return list(range(min(min(self.config.capacities), self.depth)))
+        """Blocks of the released model (every block; ALL-small keeps fewer)."""
         return list(range(self.depth))
 
     def setup(self, grid: Grid) -> dict[str, Any]:
@@ -158,72 +154,51 @@ class FedRA(Workflow):
     def aggregate(
         self, replies: Mapping[int, Message], rows: np.ndarray, sampled: list[int]
     ) -> None:
-        """Average every array over the members that sent it (InclusiveFL's momentum
-        distillation first mixes the shallow members' top-block updates)."""
-        cfg = self.config
-        arrays = {c: dict(r.arrays) for c, r in replies.items()}
-        if cfg.momentum_distillation and arrays:
-            prefix = block_prefix(self.full())
-            depth_of = {c: int(rows[sampled.index(c)].sum()) for c in arrays}
-            raw = group_updates(arrays, depth_of, self.adapters, prefix)
-            arrays = nudge_top_blocks(
-                arrays,
-                depth_of,
-                [min(c, self.depth) for c in cfg.capacities],
-                self.adapters,
-                self.momentum_last,
-                cfg.momentum_beta,
-                prefix,
-            )
-            self.momentum_last.update(raw)
-        updates = [
-            Update(arrays[c], r.metrics.get("num_examples", 0.0) if cfg.weighted else 1.0)
-            for c, r in replies.items()
-        ]
+        """Average every array over the members that sent it."""
+        updates = updates_from(replies, self.config.weighted)
         if updates:
             self.adapters = partial_mean(updates, self.adapters)
 
-    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
+    def configure_train(self, grid: Grid, rnd: int, sampled: list[int]) -> dict[int, Message]:
         cfg = self.config
-        sampled = grid.sample(cfg.clients_per_round)
         rows = allocate(
             [cfg.capacities[c] for c in sampled],
             self.depth,
-            cfg.allocation,
+            self.allocation,
             rng_for(grid.seed, "allocation", rnd),
             cfg.cover_all_layers,
         )
-        messages, specs = {}, {}
+        self._round = (rows, sampled)
+        messages = {}
         for k, cid in enumerate(sampled):
             blocks = [int(b) for b in np.flatnonzero(rows[k])]
-            payload = self.payload(blocks)
             messages[cid] = Message(
                 self.message_kind,
-                arrays={**payload, "blocks": np.asarray(blocks, np.int64)},
+                arrays={**self.payload(blocks), "blocks": np.asarray(blocks, np.int64)},
                 config=self.train_config(rnd),
             )
-            specs[cid] = ReplySpec.like(payload)
-        replies = grid.send(messages, expect=lambda c: specs[c])
+        return messages
+
+    def expect(self, messages: Mapping[int, Message]) -> Expect:
+        specs = {
+            c: ReplySpec.like({k: v for k, v in m.arrays.items() if k != "blocks"})
+            for c, m in messages.items()
+        }
+        return lambda c: specs[c]
+
+    def aggregate_train(
+        self, grid: Grid, rnd: int, replies: Mapping[int, Message]
+    ) -> dict[str, Any]:
+        rows, sampled = self._round
         self.aggregate(replies, rows, sampled)
-        covered = rows.any(0)
         metrics: dict[str, Any] = {
-            "sampled": sampled,
-            "blocks_trained": int(covered.sum()),
+            "blocks_trained": int(rows.any(0).sum()),
             "allocation": {str(c): np.flatnonzero(rows[k]).tolist() for k, c in enumerate(sampled)},
             "member_cost": self.record_costs(replies),
         }
-        losses = [
-            (r.metrics["train_loss"], r.metrics.get("num_examples", 1.0))
-            for r in replies.values()
-            if "train_loss" in r.metrics
-        ]
-        if losses:
-            metrics["train_loss"] = sum(v * w for v, w in losses) / max(
-                sum(w for _, w in losses), 1
-            )
-        self._rounds_done = rnd
-        if rnd % cfg.eval_every == 0 or rnd == self.num_rounds:
-            metrics.update(self.evaluate())
+        loss = weighted_metric(replies, "train_loss")
+        if loss is not None:
+            metrics["train_loss"] = loss
         return metrics
 
     def record_costs(self, replies: Mapping[int, Message]) -> dict[str, dict[str, float]]:
@@ -277,7 +252,7 @@ class FedRA(Workflow):
         ]
         return np.concatenate(preds), {}
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, rnd: int | None = None) -> dict[str, Any]:
         """Accuracy of the released model on the server test set, overall and per domain."""
         _, y, groups = self.test
         if len(y) == 0:
@@ -289,7 +264,7 @@ class FedRA(Workflow):
             per = {str(g): float(np.mean((preds == y)[groups == g])) for g in np.unique(groups)}
             out["domain_accuracy"] = per
             out["mean_domain_accuracy"] = float(np.mean(list(per.values())))
-        self._last_eval = (self._rounds_done, out)
+        self._last_eval = (rnd, out)
         return out
 
     def finish(self, grid: Grid) -> dict[str, Any]:
@@ -310,15 +285,78 @@ class FedRA(Workflow):
         return {
             "adapters": self.adapters,
             "full_cost": self.full_cost,
-            "momentum_last": self.momentum_last,
             "cost_totals": self.cost_totals,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.adapters = dict(state["adapters"])
         self.full_cost = dict(state.get("full_cost", {}))
-        self.momentum_last = {int(k): dict(v) for k, v in state.get("momentum_last", {}).items()}
         self.cost_totals = {int(k): dict(v) for k, v in state.get("cost_totals", {}).items()}
+
+
+class AllLarge(FedRA):
+    """ALL-large: every member trains every block, ignoring its limit (an upper bound)."""
+
+    name = "all_large"
+    allocation: Allocation = "all"
+
+
+class AllSmall(FedRA):
+    """ALL-small: everyone uses the first min L_k blocks, and so does the released model."""
+
+    name = "all_small"
+    allocation: Allocation = "first_min"
+
+    def global_blocks(self) -> list[int]:
+        return list(range(min(min(self.config.capacities), self.depth)))
+
+
+class InclusiveFL(FedRA):
+    """InclusiveFL (Liu et al., KDD 2022): member k trains its first L_k blocks; blocks are
+    averaged depth-wise over their holders, optionally with momentum distillation."""
+
+    name = "inclusivefl"
+    allocation: Allocation = "first"
+    config: InclusiveFLConfig
+
+    def __init__(self, config: InclusiveFLConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.momentum_last: dict[int, Arrays] = {}
+
+    def aggregate(
+        self, replies: Mapping[int, Message], rows: np.ndarray, sampled: list[int]
+    ) -> None:
+        """Momentum distillation first mixes the shallow members' top-block updates."""
+        cfg = self.config
+        if not (cfg.momentum_distillation and replies):
+            return super().aggregate(replies, rows, sampled)
+        arrays = {c: dict(r.arrays) for c, r in replies.items()}
+        prefix = block_prefix(self.full())
+        depth_of = {c: int(rows[sampled.index(c)].sum()) for c in arrays}
+        raw = group_updates(arrays, depth_of, self.adapters, prefix)
+        arrays = nudge_top_blocks(
+            arrays,
+            depth_of,
+            [min(c, self.depth) for c in cfg.capacities],
+            self.adapters,
+            self.momentum_last,
+            cfg.momentum_beta,
+            prefix,
+        )
+        self.momentum_last.update(raw)
+        weighted = cfg.weighted
+        updates = [
+            Update(arrays[c], r.metrics.get("num_examples", 0.0) if weighted else 1.0)
+            for c, r in replies.items()
+        ]
+        self.adapters = partial_mean(updates, self.adapters)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "momentum_last": self.momentum_last}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.momentum_last = {int(k): dict(v) for k, v in state.get("momentum_last", {}).items()}
 
 
 def seeded_lora_model_fn(

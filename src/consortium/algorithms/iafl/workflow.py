@@ -2,7 +2,7 @@
 contribution.
 
 Wu, Amiri, Raskar, Low. *Incentive-Aware Federated Learning with Training-Time Model
-Rewards.* ICLR 2024. As implemented in the authors' code (papers.md 1(d)):
+Rewards.* ICLR 2024. As implemented in the authors' code (docs/methods/aequa.md):
 
 1. (with probability ``q``) a member's model is reset to the server model;
 2. each member trains a copy of its own model and sends the update;
@@ -15,60 +15,27 @@ A member's reward is its own final model; the server model is ``test_accuracy``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from consortium.algorithms.aequa.contribution import static_contributions
-from consortium.algorithms.cgsv.base import OwnModelWorkflow
+from consortium.algorithms.fairness import OwnModelWorkflow, static_contributions
 from consortium.algorithms.iafl.config import IAFLConfig
 from consortium.algorithms.iafl.rules import average, reward_proportions, reward_set
-from consortium.algorithms.supervised import ModelFn
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.sampling import rng_for
 
 
-class IAFL(OwnModelWorkflow):
-    """IAFL baseline; members run :func:`~consortium.algorithms.cgsv.own_model_client_app`."""
+class IAFL(OwnModelWorkflow[IAFLConfig]):
+    """IAFL baseline; members run
+    :func:`~consortium.algorithms.fairness.own_model_client.own_model_client_app`."""
 
     name = "iafl"
-
-    def __init__(
-        self,
-        config: IAFLConfig,
-        model_fn: ModelFn,
-        val_x: np.ndarray,
-        val_y: np.ndarray,
-        test_x: np.ndarray,
-        test_y: np.ndarray,
-        device: str = "auto",
-        standalone_cache: MutableMapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            rounds=config.rounds,
-            clients_per_round=config.clients_per_round,
-            local=config.local,
-            contribution=config.contribution,
-            needs_standalone=config.needs_standalone,
-            gamma=config.gamma,
-            eval_every=config.eval_every,
-            chunk_size=config.chunk_size,
-            model_fn=model_fn,
-            val_x=val_x,
-            val_y=val_y,
-            test_x=test_x,
-            test_y=test_y,
-            device=device,
-            standalone_cache=standalone_cache,
-        )
-        self.config = config
 
     def proportions(self, grid: Grid) -> dict[int, float]:
         """``γ_i^(1−κ)`` from the contributions (fixed for the run)."""
         p = static_contributions(
-            self.config.contribution, grid.num_clients, sizes=self.sizes, standalone=self.standalone
+            self.config, grid.num_clients, sizes=self.sizes, standalone=self.standalone
         )
         assert p is not None  # IAFLConfig rejects online contributions
         return reward_proportions(p, self.config.kappa)

@@ -5,7 +5,8 @@
 * :class:`CentralisedMTRL`: the same objective solved on the pooled data (Zhang & Yeung 2010);
 * :class:`SingleTask`: every member alone; :class:`GlobalModel`: one model for every task.
 
-All four use the member handlers of :func:`mtl_client_app`.
+All four use the member handlers of :func:`mtl_client_app`. Importing the package registers
+the methods ``dmtrl``, ``mtrl_centralised``, ``single_task`` and ``global_model``.
 """
 
 from consortium.algorithms.mtl.baselines import GlobalModel, SingleTask
@@ -14,7 +15,6 @@ from consortium.algorithms.mtl.client import mtl_client_app
 from consortium.algorithms.mtl.config import DMTRLConfig, MTRLConfig, SingleModelConfig
 from consortium.algorithms.mtl.dmtrl import DMTRL
 from consortium.algorithms.mtl.objective import coupling, omega_step
-from consortium.algorithms.mtl.plots import write_method_plots
 from consortium.algorithms.mtl.selection import LambdaChoice, select_lambda
 from consortium.algorithms.mtl.solvers import (
     MTRLSolution,
@@ -42,5 +42,6 @@ __all__ = [
     "mtrl_objective",
     "omega_step",
     "select_lambda",
-    "write_method_plots",
 ]
+
+from consortium.algorithms.mtl import method as _method  # noqa: F401  (registers)

@@ -51,7 +51,7 @@ class SingleTask(Workflow):
         kind: TaskKind = "regression",
         info: Mapping[str, Any] | None = None,
     ) -> None:
-        self.config = config
+        self.config = config.resolved(kind)
         self.kind = kind
         self.info = dict(info or {})
         self.replies: dict[int, Message] = {}
@@ -101,7 +101,7 @@ class GlobalModel(Workflow):
         kind: TaskKind = "regression",
         info: Mapping[str, Any] | None = None,
     ) -> None:
-        self.config = config
+        self.config = config.resolved(kind)
         self.train_sets = list(train_sets)
         self.kind = kind
         self.info = dict(info or {})

@@ -53,7 +53,7 @@ class CentralisedMTRL(Workflow):
         true_correlation: np.ndarray | None = None,
         info: Mapping[str, Any] | None = None,
     ) -> None:
-        self.config = config
+        self.config = config.resolved(kind)
         self.train_sets = list(train_sets)
         self.kind = kind
         self.true_correlation = true_correlation

@@ -102,7 +102,7 @@ class DMTRL(Workflow):
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
-        self.config = config
+        self.config = config.resolved(kind)
         self.num_rounds = config.rounds
         self.dim = dim
         self.kind = kind

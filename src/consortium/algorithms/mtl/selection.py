@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from consortium.algorithms.mtl.config import DEFAULT_GRID
 from consortium.algorithms.mtl.objective import loss_values
 from consortium.algorithms.mtl.solvers import fit_global, fit_mtrl, fit_single_task
 from consortium.data.multitask import MultiTaskData
 
-DEFAULT_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 VALIDATION_GAP = 1e-6  # hinge duals of validation fits: ranking λ needs no more precision
 Fit = Callable[[MultiTaskData, float], np.ndarray]
 

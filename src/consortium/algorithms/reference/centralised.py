@@ -9,12 +9,13 @@ per-member accuracies are comparable with the federated methods'.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from consortium.algorithms.supervised import (
+from consortium.algorithms.base.config import TrainingConfig
+from consortium.algorithms.base.supervised import (
     ModelFn,
     ScratchModel,
     ServerEvaluator,
@@ -27,28 +28,13 @@ from consortium.core.message import Arrays
 from consortium.core.sampling import derive_seed
 from consortium.core.workflow import Workflow
 from consortium.models.weights import get_arrays
-from consortium.training import LocalTrainConfig, train_local
+from consortium.training import train_local
 
 
-@dataclass(frozen=True)
-class CentralisedConfig:
-    """Attributes
-    ----------
-    rounds
-        Logged rounds; each is ``local.epochs`` passes over the pooled samples.
-    local
-        Optimisation settings (same as the members').
-    evaluate_clients
-        Evaluate the final model on each member's test view.
-    """
+class CentralisedConfig(TrainingConfig):
+    """Pooled training: each logged round is ``local.epochs`` passes over the pooled samples."""
 
-    rounds: int = 20
-    local: LocalTrainConfig = field(default_factory=LocalTrainConfig)
-    evaluate_clients: bool = True
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+    evaluate_clients: bool = Field(True, description="evaluate the final model on member views")
 
 
 class Centralised(Workflow):

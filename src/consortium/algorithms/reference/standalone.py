@@ -12,12 +12,13 @@ only seen a few classes shows what it lacks. Members are processed in chunks so 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from consortium.algorithms.supervised import (
+from consortium.algorithms.base.config import TrainingConfig
+from consortium.algorithms.base.supervised import (
     ModelFn,
     ScratchModel,
     ServerEvaluator,
@@ -34,32 +35,16 @@ from consortium.models.weights import get_arrays
 from consortium.training import LocalTrainConfig, evaluate, train_local
 
 
-@dataclass(frozen=True)
-class StandaloneConfig:
-    """Attributes
-    ----------
-    rounds
-        Rounds of the federated run it is compared with; a member trains ``rounds ×
-        local.epochs`` epochs in total, the same number of passes FedAvg gives it.
-    local
-        Local optimisation settings.
-    evaluate_global
-        Members send their trained model back once so the server can score it on the global
-        test set (a simulation-only measurement; the model is dropped right after).
-    chunk_size
-        Members trained per exchange; bounds the models held at once.
-    """
+class StandaloneConfig(TrainingConfig):
+    """Members alone. ``rounds`` is that of the federated run it is compared with: a member
+    trains ``rounds × local.epochs`` epochs in total, the passes FedAvg gives it."""
 
-    rounds: int = 20
-    local: LocalTrainConfig = field(default_factory=LocalTrainConfig)
-    evaluate_global: bool = True
-    chunk_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+    evaluate_global: bool = Field(
+        True,
+        description="members send their model back once so the server scores it on the global "
+        "test set (simulation only; dropped right after)",
+    )
+    chunk_size: int = Field(32, ge=1, description="members per exchange (models held at once)")
 
 
 def add_standalone_handler(app: ClientApp, model_fn: ModelFn, device: str = "auto") -> ClientApp:
@@ -119,7 +104,9 @@ class Standalone(Workflow):
 
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
         init = initial_arrays(self.model_fn, grid.seed)
-        local = replace(self.config.local, epochs=self.config.local.epochs * self.config.rounds)
+        local = self.config.local.model_copy(
+            update={"epochs": self.config.local.epochs * self.config.rounds}
+        )
         back = self.evaluator is not None
         msg = Message(
             "train_alone", arrays=init, config={**local.as_config(), "return_model": back}

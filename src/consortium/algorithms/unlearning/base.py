@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from consortium.algorithms.supervised import ModelFn, weighted_metric
+from consortium.algorithms.base.supervised import ModelFn
+from consortium.algorithms.base.workflow import weighted_metric
 from consortium.algorithms.unlearning.request import UnlearningRequest
 from consortium.core.aggregation import Update, weighted_mean
 from consortium.core.grid import Grid

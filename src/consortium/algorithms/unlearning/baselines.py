@@ -12,48 +12,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from consortium.algorithms.supervised import ModelFn, ScratchModel, initial_arrays
+from consortium.algorithms.base.supervised import ModelFn, ScratchModel, initial_arrays
 from consortium.algorithms.unlearning.base import UnlearningWorkflow
 from consortium.algorithms.unlearning.client import PRUNE
+from consortium.algorithms.unlearning.config import BaselineConfig
 from consortium.algorithms.unlearning.explain import parameter_mask, select_channels, tfidf_scores
 from consortium.algorithms.unlearning.request import UnlearningRequest
 from consortium.algorithms.unlearning.selective import class_means_from_replies
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
-from consortium.training import LocalTrainConfig
-
-
-@dataclass(frozen=True)
-class BaselineConfig:
-    """Attributes
-    ----------
-    rounds
-        FedAvg rounds (retraining should use the original training's rounds).
-    local
-        Members' optimisation.
-    recover_rounds
-        Gradient ascent only: fine-tuning rounds on retained data after the ascent rounds.
-    prune_ratio
-        TF-IDF pruning only: fraction of channels pruned per layer.
-    """
-
-    rounds: int = 2
-    local: LocalTrainConfig = field(default_factory=lambda: LocalTrainConfig(epochs=1, lr=0.01))
-    recover_rounds: int = 0
-    prune_ratio: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
-        if self.recover_rounds < 0:
-            raise ValueError(f"recover_rounds must be >= 0, got {self.recover_rounds}")
-        if not 0 < self.prune_ratio <= 1:
-            raise ValueError(f"prune_ratio must be in (0, 1], got {self.prune_ratio}")
 
 
 class _Baseline(UnlearningWorkflow):

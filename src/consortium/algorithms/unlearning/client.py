@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from consortium.algorithms.supervised import ModelFn, ScratchModel
+from consortium.algorithms.base.supervised import ModelFn, ScratchModel
 from consortium.algorithms.unlearning.explain import (
     ablation_scores,
     class_activations,

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from consortium.algorithms.supervised import ModelFn, ScratchModel, weighted_metric
+from consortium.algorithms.base.supervised import ModelFn, ScratchModel
+from consortium.algorithms.base.workflow import weighted_metric
 from consortium.algorithms.unlearning.base import UnlearningWorkflow
 from consortium.algorithms.unlearning.client import MASK
 from consortium.algorithms.unlearning.config import SelectiveUnlearningConfig

@@ -1,14 +1,14 @@
 """The Flower runtime: any consortium workflow on a real federation or in Flower's simulation.
 
 Needs the optional extra (``pip install "consortium[flower]"``); nothing outside this package
-imports Flower. The same workflow object runs in-process or here, unchanged:
+and the application layer's ``consortium.experiment.flower`` imports Flower. This package knows
+only the core: experiment files become Flower apps in ``consortium.experiment.flower``. The
+same workflow object runs in-process or here, unchanged:
 
 * :class:`FlowerGrid` — a consortium grid that moves messages over a Flower ``Grid``;
 * :func:`flower_server_app` / :func:`flower_client_app` — a workflow as a Flower
   ``ServerApp``, member handlers as a Flower ``ClientApp`` (Message API: ``train``,
   ``evaluate``, ``query.<kind>``; member state in the node's ``Context.state``);
-* :func:`write_flower_app` — a Flower app folder that runs an experiment file with
-  ``flwr run`` on SuperLink / SuperNodes (see ``docs/flower.md``);
 * :func:`run_on_flower_simulation` — the same on Flower's Ray simulation engine;
 * :class:`LoopbackFederation` — a whole federation as local processes on 127.0.0.1, with
   TLS and SuperNode authentication (:func:`write_tls_certificates`, :func:`write_node_key`).
@@ -22,13 +22,6 @@ from consortium.runtime.flower.apps import (
     ServerRun,
     flower_client_app,
     flower_server_app,
-)
-from consortium.runtime.flower.experiment import (
-    experiment_member,
-    experiment_member_factory,
-    experiment_server_run,
-    run_method_on_flower_simulation,
-    write_flower_app,
 )
 from consortium.runtime.flower.grid import FederationError, FlowerGrid
 from consortium.runtime.flower.loopback import FlowerRun, LoopbackFederation
@@ -56,18 +49,13 @@ __all__ = [
     "NodeKey",
     "ServerRun",
     "TlsFiles",
-    "experiment_member",
-    "experiment_member_factory",
-    "experiment_server_run",
     "flower_client_app",
     "flower_server_app",
     "from_recorddict",
     "message_type",
-    "run_method_on_flower_simulation",
     "run_on_flower_simulation",
     "simulation_backend_config",
     "to_recorddict",
-    "write_flower_app",
     "write_node_key",
     "write_tls_certificates",
 ]

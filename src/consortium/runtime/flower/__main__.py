@@ -1,6 +1,7 @@
-"""``python -m consortium.runtime.flower``: write Flower app folders, certificates and keys.
+"""``python -m consortium.runtime.flower``: TLS certificates and SuperNode keys.
 
-    python -m consortium.runtime.flower app EXPERIMENT.toml --out APP_DIR [--method fedavg]
+(Flower app folders for experiment files: ``consortium flower app``, in the application layer.)
+
     python -m consortium.runtime.flower certificates DIR [--host link.example.org ...]
     python -m consortium.runtime.flower node-key DIR NAME
 
@@ -18,32 +19,6 @@ from pathlib import Path
 def parser(prog: str = "python -m consortium.runtime.flower") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-
-    app = sub.add_parser("app", help="write a Flower app folder that runs an experiment file")
-    app.add_argument("experiment", type=Path, help="experiment TOML file")
-    app.add_argument("--out", type=Path, required=True, help="app folder to write")
-    app.add_argument("--method", help="which of the experiment's methods (default: the first)")
-    app.add_argument(
-        "--run-dir", help="server's run folder (relative: to the SuperLink's working folder)"
-    )
-    app.add_argument(
-        "--reply-timeout",
-        type=float,
-        default=0.0,
-        help="seconds to wait for one exchange's replies (0: until Flower reports them)",
-    )
-    app.add_argument(
-        "--connect-timeout", type=float, default=300.0, help="seconds to wait for members"
-    )
-    app.add_argument("--data-path", help="the server's dataset folder")
-    app.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an experiment value, e.g. --set federation.rounds=5 (repeatable)",
-    )
 
     certs = sub.add_parser(
         "certificates", help="write a test CA and a server certificate for the SuperLink"
@@ -66,24 +41,10 @@ def parser(prog: str = "python -m consortium.runtime.flower") -> argparse.Argume
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Run a subcommand; ``prog`` names the command in help texts (e.g. "consortium flower")."""
     args = (parser(prog) if prog else parser()).parse_args(argv)
-    from consortium.experiment import ConfigError, load_experiment
-    from consortium.runtime.flower.experiment import write_flower_app
     from consortium.runtime.flower.security import write_node_key, write_tls_certificates
 
     try:
-        if args.command == "app":
-            exp = load_experiment(args.experiment, args.overrides)  # type: ignore[no-untyped-call]
-            path = write_flower_app(
-                exp,
-                args.out,
-                method=args.method,
-                run_dir=args.run_dir,
-                reply_timeout=args.reply_timeout,
-                connect_timeout=args.connect_timeout,
-                data_path=args.data_path,
-            )
-            print(f"wrote {path}; run it with: flwr run {args.out} <superlink connection> --stream")
-        elif args.command == "certificates":
+        if args.command == "certificates":
             files = write_tls_certificates(args.directory, args.hosts or ())
             print(
                 f"wrote {files.ca_cert} (give it to every member), {files.server_cert}, "
@@ -95,7 +56,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 f"wrote {key.private_key} (keep on the SuperNode), {key.public_key} "
                 "(send to the SuperLink's operator)"
             )
-    except (ConfigError, ValueError, OSError) as err:
+    except (ValueError, OSError) as err:
         print(f"consortium.runtime.flower: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,5 +1,5 @@
-"""The parts every fair-reward workflow shares: the server's width evaluator, the set-up phase
-(standalone training, data sizes) and the fairness summary of the rewards.
+"""The parts every fair-reward workflow shares: the set-up phase (standalone training, data
+sizes) and the fairness summary of the rewards.
 
 Kept apart from the workflows so Aequa, its training-time variant, CGSV and IAFL report the
 same numbers under the same keys, computed the same way:
@@ -21,19 +21,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from consortium.algorithms.aequa.client import WidthModels
-from consortium.algorithms.aequa.contribution import (
+from consortium.algorithms.base.supervised import client_accuracy_summary
+from consortium.algorithms.fairness.contribution import (
     StandaloneResult,
     collect_data_sizes,
     run_standalone_phase,
 )
-from consortium.algorithms.supervised import ModelFn, client_accuracy_summary
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
 from consortium.metrics.fairness import ipr, member_table, pearson
-from consortium.models.slimmable import submodel_arrays
-from consortium.models.weights import set_arrays
-from consortium.training import LocalTrainConfig, evaluate
+from consortium.training import LocalTrainConfig
 
 log = logging.getLogger("consortium.fairness")
 
@@ -44,40 +41,6 @@ class Scorer(Protocol):
     def __len__(self) -> int: ...
 
     def __call__(self, arrays: Mapping[str, np.ndarray]) -> float: ...
-
-
-class WidthEvaluator:
-    """Scores a slimmable model's arrays at any width on a server-held split.
-
-    A width-``p`` pass of the full model computes exactly what the extracted width-``p``
-    sub-model computes (tested), so the server never builds the sub-models to score them.
-    """
-
-    def __init__(
-        self, model_fn: ModelFn, x: np.ndarray, y: np.ndarray, device: str = "auto"
-    ) -> None:
-        self.models = WidthModels(model_fn, device)
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __call__(self, arrays: Mapping[str, np.ndarray], width: float = 1.0) -> float:
-        if len(self.y) == 0:
-            return float("nan")
-        model = self.models.full()
-        set_arrays(model, arrays)
-        model.set_width(width)
-        try:
-            return evaluate(model, self.x, self.y, device=self.models.device)["accuracy"]
-        finally:
-            model.set_width(1.0)
-
-    def sub_arrays(self, arrays: Mapping[str, np.ndarray], width: float) -> Arrays:
-        """The width-``width`` sub-model's arrays (smaller tensors) cut from the full arrays."""
-        if width >= 1.0:
-            return dict(arrays)
-        return submodel_arrays(self.models.full(), arrays, width)
 
 
 def setup_phase(
@@ -153,3 +116,11 @@ def reward_summary(
     if np.isnan(out["pearson"]):
         log.info("pearson is undefined (constant contributions or constant reward accuracies)")
     return out
+
+
+def standalone_cache(cache: MutableMapping[str, Any], local: LocalTrainConfig, rounds: int) -> dict:
+    """The part of an experiment's shared cache that holds the standalone phase for these
+    settings: the phase is fixed by seed, data, model, local training and rounds, so the
+    family's methods in one experiment run it once."""
+    key = f"fairness.standalone:{local.model_dump_json()}:{rounds}"
+    return cache.setdefault(key, {})  # type: ignore[no-any-return]

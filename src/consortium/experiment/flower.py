@@ -1,8 +1,9 @@
-"""Experiment files on Flower: the app objects ``flwr run`` loads, and the app folder writer.
+"""Experiment files on Flower: the app objects ``flwr run`` loads, the app folder writer, and
+the simulation entry point of :func:`consortium.experiment.execution.execute`.
 
 This is the application layer of the Flower runtime (it reads experiment files and builds
 methods, as ``consortium.experiment.runner`` does in-process); the runtime proper
-(``grid``, ``apps``, ``records``) knows no experiment and no algorithm.
+(``consortium.runtime.flower``: grid, apps, records) knows no experiment and no algorithm.
 
 A Flower app folder written by :func:`write_flower_app` holds one ``pyproject.toml`` whose
 components point at :data:`serverapp` and :data:`clientapp` below and whose run config holds
@@ -50,19 +51,19 @@ from consortium.runtime.flower.apps import (
     flower_server_app,
 )
 
-MODULE = "consortium.runtime.flower.experiment"
+MODULE = "consortium.experiment.flower"
 
 
 def _experiment(settings: AppSettings) -> Any:
-    from consortium.experiment import experiment_from_dict
+    from consortium.experiment.config import build_experiment
 
     text = settings.run_config.get("experiment")
     if not isinstance(text, str) or not text.strip():
         raise ValueError(
             "the Flower run config has no 'experiment': write the app with "
-            "consortium.runtime.flower.write_flower_app (or `consortium flower-app`)"
+            "consortium.experiment.flower.write_flower_app (or `consortium flower app`)"
         )
-    return experiment_from_dict(tomllib.loads(text))
+    return build_experiment(tomllib.loads(text))
 
 
 def _with_overrides(exp: Any, data_path: Any = None, device: Any = None) -> Any:
@@ -75,17 +76,23 @@ def _with_overrides(exp: Any, data_path: Any = None, device: Any = None) -> Any:
 
 def _method(exp: Any, settings: AppSettings) -> str:
     method = str(settings.run_config.get("method") or exp.methods[0])
-    if method not in exp.method_options:
+    if method not in exp.method_options and not method.startswith("action:"):
         raise ValueError(f"run config method {method!r} is not one of {exp.methods}")
     return method
 
 
-def _build(exp: Any, method: str) -> tuple[Any, Any, Any]:
-    from consortium.experiment.methods import Env, get_method
-    from consortium.experiment.runner import build_data
+def _build(exp: Any, target: str) -> tuple[Any, Any, Any]:
+    """(data, workflow or None, member app) of a method, or of an action (``action:NAME``)."""
+    from consortium.algorithms.registry import get_action, get_method
+    from consortium.data.registry import build_data
+    from consortium.experiment.execution import method_context
 
-    data = build_data(exp)
-    workflow, app = get_method(method).build(Env(exp, data), exp.method_options[method])
+    data = build_data(exp.data, exp.seed)
+    ctx = method_context(exp, data)
+    if target.startswith("action:"):
+        name = target.removeprefix("action:")
+        return data, None, get_action(name).client_app(ctx, exp.action(name))
+    workflow, app = get_method(target).build(ctx, exp.method_options[target])
     return data, workflow, app
 
 
@@ -103,7 +110,7 @@ def experiment_server_run(settings: AppSettings) -> ServerRun:
         num_clients=data.num_clients,
         seed=exp.seed,
         min_replies=fed.min_replies,
-        max_reply_bytes=None if fed.max_reply_mb is None else int(fed.max_reply_mb * 1e6),
+        max_reply_bytes=fed.max_reply_bytes,
         reply_timeout=timeout if timeout > 0 else None,
         connect_timeout=float(rc.get("connect-timeout", 300.0)),
         run_dir=run_dir,
@@ -132,33 +139,35 @@ clientapp = flower_client_app(experiment_member)
 class ExperimentMembers:
     """A picklable member factory for simulation: the experiment travels as TOML text."""
 
-    def __init__(self, experiment: Any, method: str) -> None:
+    def __init__(self, experiment: Any, target: str) -> None:
         self.experiment = tomli_w.dumps(experiment.to_toml_dict())
-        self.method = method
+        self.target = target
 
     def __call__(self, settings: AppSettings) -> Member:
-        config = {**settings.run_config, "experiment": self.experiment, "method": self.method}
+        config = {**settings.run_config, "experiment": self.experiment, "method": self.target}
         return experiment_member(AppSettings(config, settings.node_config, settings.run_id))
 
 
-def experiment_member_factory(experiment: Any, method: str) -> ExperimentMembers:
+def experiment_member_factory(experiment: Any, target: str) -> ExperimentMembers:
     """Member factory for :func:`~consortium.runtime.flower.run_on_flower_simulation` that
-    builds ``method``'s members of ``experiment`` in each simulation worker."""
-    return ExperimentMembers(experiment, method)
+    builds ``target``'s members (a method, or ``action:NAME``) of ``experiment`` in each
+    simulation worker."""
+    return ExperimentMembers(experiment, target)
 
 
-def run_method_on_flower_simulation(
+def run_on_simulation(
     experiment: Any,
-    method: str,
+    target: str,
     workflow: Any,
     num_clients: int,
     *,
     run_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    description: str | None = None,
     backend_config: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Run one method of an experiment on Flower's simulation engine (the runner's hook).
+    """Run a workflow of an experiment on Flower's simulation engine (``execute``'s hook).
 
     ``workflow`` is the method's workflow as the runner built it; the members are built
     from the experiment in each simulation worker. Seed, ``min_replies`` and
@@ -174,23 +183,25 @@ def run_method_on_flower_simulation(
     fed = experiment.federation
     if backend_config is None:
         backend_config = simulation_backend_config(
-            getattr(fed, "simulation_cpus", None),
-            float(getattr(fed, "cpus_per_client", 1.0)),
-            float(getattr(fed, "gpus_per_client", 0.0)),
+            fed.simulation_cpus, float(fed.cpus_per_client), float(fed.gpus_per_client)
         )
     return run_on_flower_simulation(
         workflow,
-        experiment_member_factory(experiment, method),
+        experiment_member_factory(experiment, target),
         num_clients,
         seed=experiment.seed,
         min_replies=fed.min_replies,
-        max_reply_bytes=None if fed.max_reply_mb is None else int(fed.max_reply_mb * 1e6),
+        max_reply_bytes=fed.max_reply_bytes,
         run_dir=run_dir,
         resume=resume,
         progress=progress,
-        description=method,
+        description=description or target,
         backend_config=backend_config,
     )
+
+
+#: The name the runner used before the application layer moved here.
+run_method_on_flower_simulation = run_on_simulation
 
 
 def app_name(experiment_name: str) -> str:

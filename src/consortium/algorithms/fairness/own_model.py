@@ -15,42 +15,39 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from consortium.algorithms.aequa.config import ContributionConfig
-from consortium.algorithms.aequa.contribution import StandaloneResult, static_contributions
-from consortium.algorithms.aequa.rewards import reward_summary, setup_phase
-from consortium.algorithms.supervised import ModelFn, ServerEvaluator, initial_arrays
-from consortium.core.grid import Grid, TooFewReplies
+from consortium.algorithms.base.supervised import ModelFn, ServerEvaluator, initial_arrays
+from consortium.algorithms.base.workflow import (
+    Expect,
+    FederatedWorkflow,
+    send_chunked,
+    weighted_metric,
+)
+from consortium.algorithms.fairness.config import OwnModelConfig
+from consortium.algorithms.fairness.contribution import StandaloneResult, static_contributions
+from consortium.algorithms.fairness.rewards import reward_summary, setup_phase
+from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
-from consortium.core.workflow import Workflow
-from consortium.training import LocalTrainConfig
 
 log = logging.getLogger("consortium.fairness")
 
+C = TypeVar("C", bound=OwnModelConfig)
 
-class OwnModelWorkflow(Workflow):
+
+class OwnModelWorkflow(FederatedWorkflow[C], Generic[C]):
     """Template of a reward baseline in which members keep their own models.
 
-    Subclasses set ``name``, implement :meth:`rewards` and may extend the state.
+    Subclasses set ``name``, implement :meth:`rewards` and may extend the state. Members run
+    :func:`~consortium.algorithms.fairness.own_model_client.own_model_client_app`.
     """
-
-    progress_keys = ("test_accuracy", "train_loss")
 
     def __init__(
         self,
-        *,
-        rounds: int,
-        clients_per_round: int | float,
-        local: LocalTrainConfig,
-        contribution: ContributionConfig,
-        needs_standalone: bool,
-        gamma: float,
-        eval_every: int,
-        chunk_size: int,
+        config: C,
         model_fn: ModelFn,
         val_x: np.ndarray,
         val_y: np.ndarray,
@@ -59,14 +56,7 @@ class OwnModelWorkflow(Workflow):
         device: str = "auto",
         standalone_cache: MutableMapping[str, Any] | None = None,
     ) -> None:
-        self.num_rounds = rounds
-        self.clients_per_round = clients_per_round
-        self.local = local
-        self.contribution = contribution
-        self.needs_standalone = needs_standalone
-        self.gamma = gamma
-        self.eval_every = eval_every
-        self.chunk_size = chunk_size
+        super().__init__(config)
         self.model_fn = model_fn
         self.test = ServerEvaluator(model_fn, test_x, test_y, device)
         self.val = ServerEvaluator(model_fn, val_x, val_y, device)
@@ -78,18 +68,19 @@ class OwnModelWorkflow(Workflow):
         self.sizes: dict[int, float] | None = None
 
     def setup(self, grid: Grid) -> dict[str, Any]:
+        cfg = self.config
         self.weights = initial_arrays(self.model_fn, grid.seed)
         self.init = dict(self.weights)
         self.standalone, self.sizes = setup_phase(
             grid,
             self.weights,
-            self.local,
-            self.num_rounds,
-            standalone=self.needs_standalone,
+            cfg.local,
+            cfg.rounds,
+            standalone=cfg.needs_standalone,
             sizes=True,  # every baseline here weights or ranks by data size
             val=_Scorer(self.val),
             test=_Scorer(self.test),
-            chunk_size=self.chunk_size,
+            chunk_size=cfg.chunk_size,
             cache=self.standalone_cache,
         )
         return {}
@@ -98,21 +89,27 @@ class OwnModelWorkflow(Workflow):
 
     def train_message(self, grid: Grid, cid: int, rnd: int) -> Message:
         """Round message of one member: initialise it first if it has no model yet."""
-        config = {**self.local.as_config(), "train": True, "gamma": self.gamma}
+        config = {**self.config.local.as_config(), "train": True, "gamma": self.config.gamma}
         if cid not in self.initialised:
             return Message("own_train", arrays=self.init, config={**config, "mode": "set"})
         return Message("own_train", config={**config, "mode": "keep"})
 
-    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
-        sampled = grid.sample(self.clients_per_round)
-        messages = {c: self.train_message(grid, c, rnd) for c in sampled}
-        spec = ReplySpec.like({k: v for k, v in self.weights.items() if v.dtype.kind == "f"})
-        replies = grid.send(messages, expect=spec)
+    def configure_train(self, grid: Grid, rnd: int, sampled: list[int]) -> dict[int, Message]:
+        self._round_messages = {c: self.train_message(grid, c, rnd) for c in sampled}
+        return self._round_messages
+
+    def expect(self, messages: Mapping[int, Message]) -> Expect:
+        return ReplySpec.like({k: v for k, v in self.weights.items() if v.dtype.kind == "f"})
+
+    def aggregate_train(
+        self, grid: Grid, rnd: int, replies: Mapping[int, Message]
+    ) -> dict[str, Any]:
+        messages = self._round_messages
         # Members that answered hold a model now (a "set" message was applied).
         self.initialised |= {c for c in replies if messages[c].config["mode"] == "set"}
         deltas = {c: r.arrays for c, r in replies.items()}
         sizes = {c: r.metrics.get("num_examples", 0.0) for c, r in replies.items()}
-        metrics: dict[str, Any] = {"sampled": sampled}
+        metrics: dict[str, Any] = {}
         if deltas:
             server_delta, member_rewards, extra = self.rewards(grid, rnd, deltas, sizes)
             self.weights = {
@@ -121,18 +118,13 @@ class OwnModelWorkflow(Workflow):
             }
             metrics.update(extra)
             metrics["reward_delivery"] = self.deliver(grid, member_rewards)
-            losses = [
-                (r.metrics["train_loss"], r.metrics.get("num_examples", 1.0))
-                for r in replies.values()
-                if "train_loss" in r.metrics
-            ]
-            if losses:
-                metrics["train_loss"] = sum(v * w for v, w in losses) / max(
-                    sum(w for _, w in losses), 1.0
-                )
-        if rnd % self.eval_every == 0 or rnd == self.num_rounds:
-            metrics.update(self.test(self.weights))
+            loss = weighted_metric(replies, "train_loss")
+            if loss is not None:
+                metrics["train_loss"] = loss
         return metrics
+
+    def evaluate(self, rnd: int) -> dict[str, Any]:
+        return self.test(self.weights)
 
     @abstractmethod
     def rewards(
@@ -149,32 +141,31 @@ class OwnModelWorkflow(Workflow):
 
     def deliver(self, grid: Grid, rewards: Mapping[int, Arrays]) -> int:
         """Send each initialised member its reward; returns how many applied it."""
-        targets = sorted(c for c in rewards if c in self.initialised)
-        delivered = 0
-        for start in range(0, len(targets), self.chunk_size):
-            chunk = targets[start : start + self.chunk_size]
-            messages = {
-                c: Message("own_reward", arrays=rewards[c], config={"mode": "add"}) for c in chunk
-            }
-            try:
-                delivered += len(grid.send(messages, expect=ReplySpec({})))
-            except TooFewReplies as err:  # those that answered did apply theirs
-                log.warning("%s: reward delivery fell short: %s", self.name, err)
-        return delivered
+        messages = {
+            c: Message("own_reward", arrays=rewards[c], config={"mode": "add"})
+            for c in sorted(rewards)
+            if c in self.initialised
+        }
+        # A chunk short of min_replies is no reason to stop: those that answered applied theirs
+        # (the grid logs every failure and rejection).
+        replies = send_chunked(
+            grid, messages, self.config.chunk_size, ReplySpec({}), tolerate_short=True
+        )
+        return len(replies)
 
     # -- finish -------------------------------------------------------------------------------
 
     def contributions(self, grid: Grid) -> dict[int, float]:
-        """The contributions the rewards are judged against (see ``ContributionConfig``)."""
+        """The contributions the rewards are judged against (see ``FairRewardConfig``)."""
         static = static_contributions(
-            self.contribution, grid.num_clients, sizes=self.sizes, standalone=self.standalone
+            self.config, grid.num_clients, sizes=self.sizes, standalone=self.standalone
         )
         if static is not None:
             return static
         return self.own_contributions(grid)
 
     def own_contributions(self, grid: Grid) -> dict[int, float]:
-        """The method's own online contribution estimate (``kind = "cgsv"``)."""
+        """The method's own online contribution estimate (``contribution = "cgsv"``)."""
         raise ValueError(f"{self.name} has no online contribution estimate; choose another kind")
 
     def finish(self, grid: Grid) -> dict[str, Any]:
@@ -185,8 +176,8 @@ class OwnModelWorkflow(Workflow):
         own: dict[int, dict[str, float]] = {}
         reward_test: dict[int, float] = {}
         targets = sorted(self.initialised)
-        for start in range(0, len(targets), self.chunk_size):
-            chunk = targets[start : start + self.chunk_size]
+        for start in range(0, len(targets), self.config.chunk_size):
+            chunk = targets[start : start + self.config.chunk_size]
             for cid, reply in grid.send({c: msg for c in chunk}, expect=spec).items():
                 own[cid] = dict(reply.metrics)
                 if len(self.test.y):
@@ -194,7 +185,7 @@ class OwnModelWorkflow(Workflow):
                     reward_test[cid] = self.test(full)["test_accuracy"]
         summary: dict[str, Any] = {
             **self.test(self.weights),
-            "contribution_kind": self.contribution.kind,
+            "contribution_kind": self.config.contribution,
             **reward_summary(self.contributions(grid), reward_test, own, self.standalone),
         }
         return summary

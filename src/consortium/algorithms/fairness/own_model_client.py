@@ -23,7 +23,8 @@ import math
 
 import numpy as np
 
-from consortium.algorithms.supervised import ModelFn, ScratchModel
+from consortium.algorithms.base.supervised import ModelFn, ScratchModel, supervised_client_app
+from consortium.algorithms.reference.standalone import add_standalone_handler
 from consortium.core.client import ClientApp, ClientContext
 from consortium.core.message import Arrays, Message
 from consortium.models.weights import get_arrays
@@ -85,3 +86,21 @@ def add_own_model_handlers(app: ClientApp, model_fn: ModelFn, device: str = "aut
     app.on("own_train")(own_model)
     app.on("own_reward")(own_model)
     return app
+
+
+def describe_handler(app: ClientApp) -> ClientApp:
+    """Register ``describe``: the member's number of training samples (a data-size
+    contribution, asked for when no standalone phase ran)."""
+
+    @app.on("describe")
+    def describe(msg: Message, ctx: ClientContext) -> Message:
+        return msg.reply(metrics={"num_train": float(len(ctx.data.train_indices))})
+
+    return app
+
+
+def own_model_client_app(model_fn: ModelFn, device: str = "auto") -> ClientApp:
+    """Members of CGSV and IAFL: supervised handlers, ``train_alone``, ``describe`` and the
+    own-model handlers ``own_train`` / ``own_reward``."""
+    app = add_standalone_handler(supervised_client_app(model_fn, device), model_fn, device)
+    return add_own_model_handlers(describe_handler(app), model_fn, device)

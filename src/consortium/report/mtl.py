@@ -147,3 +147,58 @@ def plot_task_scores(run_dir: str | Path, out: Path) -> Path | None:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+# --- the Markdown summary and the whole report --------------------------------------------
+
+
+SUMMARY_KEYS: tuple[tuple[str, str], ...] = (
+    ("mean_rmse", "mean RMSE"),
+    ("pooled_rmse", "pooled RMSE"),
+    ("mean_explained_variance", "mean expl. var."),
+    ("test_accuracy", "test acc"),
+    ("mean_client_accuracy", "mean task acc"),
+    ("objective", "objective"),
+    ("relative_gap", "rel. gap"),
+    ("omega_steps", "Ω-steps"),
+    ("converged_round", "converged round"),
+    ("correlation_sign_agreement", "sign agreement"),
+    ("lambda2", "λ2"),
+    ("lam", "λ"),
+    ("bytes_up_total", "bytes up"),
+    ("wall_time_s", "time (s)"),
+)
+
+
+def mtl_summary_markdown(summaries: dict[str, dict[str, Any]]) -> str:
+    """One row per method with the multi-task scores (the generic table shows accuracy only)."""
+    keys = [
+        (k, t) for k, t in SUMMARY_KEYS if any(s.get(k) is not None for s in summaries.values())
+    ]
+    lines = [
+        "| method | " + " | ".join(t for _, t in keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
+    for name, s in summaries.items():
+        cells = []
+        for k, _ in keys:
+            v = s.get(k)
+            cells.append("—" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_mtl_report(run_dir: str | Path) -> list[Path]:
+    """Plots and table of a finished multi-task experiment: in every method folder its
+    convergence, bytes-per-round and task-correlation plots (what its files support), and at
+    the top ``task_scores.png`` (every method's per-task test score) and ``mtl_summary.md``."""
+    run_dir = Path(run_dir)
+    written: list[Path] = []
+    summaries: dict[str, dict[str, Any]] = {}
+    for method_dir in sorted(p for p in run_dir.iterdir() if (p / "summary.json").exists()):
+        written += write_method_plots(method_dir)
+        summaries[method_dir.name] = json.loads((method_dir / "summary.json").read_text())
+    scores = plot_task_scores(run_dir, run_dir / "task_scores.png")
+    table = run_dir / "mtl_summary.md"
+    table.write_text(mtl_summary_markdown(summaries))
+    return [*written, *([scores] if scores else []), table]

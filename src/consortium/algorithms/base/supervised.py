@@ -111,17 +111,6 @@ def client_accuracy_summary(per_client: Mapping[int, Mapping[str, float]]) -> di
     }
 
 
-def weighted_metric(replies: Mapping[int, Message], key: str) -> float | None:
-    """Sample-weighted mean of a reply metric (weights: ``num_examples``)."""
-    pairs = [
-        (r.metrics[key], r.metrics.get("num_examples", 1.0))
-        for r in replies.values()
-        if key in r.metrics
-    ]
-    total = sum(w for _, w in pairs)
-    return sum(v * w for v, w in pairs) / total if total > 0 else None
-
-
 class ServerEvaluator:
     """Evaluates a model on a server-held split (the global test or validation set)."""
 

@@ -1,6 +1,6 @@
 """Contribution assessment, pluggable: data size, standalone accuracy, CGSV cosine, given values.
 
-Aequa is agnostic to how contributions are measured (papers.md 1(a)); the fair-reward
+Aequa is agnostic to how contributions are measured; the fair-reward
 baselines need the same measurements (IAFL's ``p_i`` is a shard size or a standalone
 accuracy; every method's IPR needs standalone accuracies), so they live here, once:
 
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from consortium.algorithms.aequa.config import ContributionConfig
+from consortium.algorithms.fairness.config import FairRewardConfig
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
@@ -82,7 +82,7 @@ def run_standalone_phase(
     """
     if cache is not None and cache_key in cache:
         return StandaloneResult.from_state(cache[cache_key])
-    total = replace(local, epochs=local.epochs * rounds)
+    total = local.model_copy(update={"epochs": local.epochs * rounds})
     back = val_score is not None or test_score is not None
     msg = Message("train_alone", arrays=init, config={**total.as_config(), "return_model": back})
     spec = ReplySpec.like(init) if back else ReplySpec({})
@@ -180,7 +180,7 @@ def given_contributions(values: tuple[float, ...], num_clients: int) -> dict[int
 
 
 def static_contributions(
-    config: ContributionConfig,
+    config: FairRewardConfig,
     num_clients: int,
     *,
     sizes: Mapping[int, float] | None = None,
@@ -191,13 +191,13 @@ def static_contributions(
     ``standalone`` uses the validation-split accuracies when the server holds a validation
     split, else the members' own test-view accuracies.
     """
-    if config.kind == "given":
-        return given_contributions(config.values, num_clients)
-    if config.kind == "data_size":
+    if config.contribution == "given":
+        return given_contributions(tuple(config.contribution_values), num_clients)
+    if config.contribution == "data_size":
         if sizes is None:
             raise ValueError("data_size contributions need the members' sizes")
         return dict(sizes)
-    if config.kind == "standalone":
+    if config.contribution == "standalone":
         if standalone is None:
             raise ValueError("standalone contributions need the standalone phase")
         return dict(standalone.val or standalone.own)

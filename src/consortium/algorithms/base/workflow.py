@@ -1,0 +1,140 @@
+"""The round every federated method shares, written once, with hooks for what differs.
+
+Flower's strategies and pfl-research's algorithms read the same way: a template runs the loop
+and calls hooks; a variant overrides a hook (FedProx overrides ``configure_train`` only), never
+the loop. One round here is:
+
+1. :meth:`~FederatedWorkflow.sample` the members of the round (seeded by run seed and round);
+2. :meth:`~FederatedWorkflow.configure_train`: one message per sampled member;
+3. send them; every reply is checked by the grid (and against :meth:`~FederatedWorkflow.expect`);
+4. :meth:`~FederatedWorkflow.aggregate_train`: the replies become the new server state;
+5. :meth:`~FederatedWorkflow.evaluate` when the schedule says so (``eval_every`` and the last
+   round).
+
+The workflow changes its state only in step 4, after ``send`` returned, so a round skipped for
+too few replies leaves it as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from consortium.algorithms.base.config import FederatedConfig
+from consortium.core.aggregation import Update
+from consortium.core.grid import Grid, TooFewReplies
+from consortium.core.message import Arrays, Message
+from consortium.core.validation import ReplySpec
+from consortium.core.workflow import Workflow
+
+C = TypeVar("C", bound=FederatedConfig)
+Expect = ReplySpec | Callable[[int], ReplySpec] | None
+
+
+class FederatedWorkflow(Workflow, Generic[C]):
+    """Template of a round-based method; subclasses implement the two middle hooks."""
+
+    progress_keys = ("test_accuracy", "train_loss")
+
+    def __init__(self, config: C) -> None:
+        self.config = config
+        self.num_rounds = config.rounds
+
+    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
+        sampled = self.sample(grid, rnd)
+        messages = self.configure_train(grid, rnd, sampled)
+        replies = grid.send(messages, expect=self.expect(messages))
+        metrics: dict[str, Any] = {"sampled": sampled}
+        metrics.update(self.aggregate_train(grid, rnd, replies))
+        if self.config.evaluates(rnd):
+            metrics.update(self.evaluate(rnd))
+        return metrics
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def sample(self, grid: Grid, rnd: int) -> list[int]:
+        """The members of round ``rnd``."""
+        return grid.sample(self.config.clients_per_round)
+
+    def configure_train(self, grid: Grid, rnd: int, sampled: list[int]) -> dict[int, Message]:
+        """The message each sampled member gets."""
+        raise NotImplementedError
+
+    def expect(self, messages: Mapping[int, Message]) -> Expect:
+        """What a valid reply holds: by default the arrays the member was sent, same shapes."""
+        specs = {c: ReplySpec.like(m.arrays) for c, m in messages.items()}
+        return lambda c: specs[c]
+
+    def aggregate_train(
+        self, grid: Grid, rnd: int, replies: Mapping[int, Message]
+    ) -> dict[str, Any]:
+        """Fold the valid replies into the server's state; returns the round's metrics."""
+        raise NotImplementedError
+
+    def evaluate(self, rnd: int) -> dict[str, Any]:
+        """Metrics of the server's model after round ``rnd`` (when the schedule says so)."""
+        return {}
+
+
+# -- helpers every method uses --------------------------------------------------------------
+
+
+def updates_from(replies: Mapping[int, Message], weighted: bool = True) -> list[Update]:
+    """One :class:`Update` per reply, weighted by its ``num_examples`` (or equally)."""
+    return [
+        Update(r.arrays, float(r.metrics.get("num_examples", 0.0)) if weighted else 1.0)
+        for r in replies.values()
+    ]
+
+
+def weighted_metric(replies: Mapping[int, Message], key: str) -> float | None:
+    """Sample-weighted mean of a reply metric (weights: ``num_examples``)."""
+    pairs = [
+        (r.metrics[key], r.metrics.get("num_examples", 1.0))
+        for r in replies.values()
+        if key in r.metrics
+    ]
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total > 0 else None
+
+
+def send_chunked(
+    grid: Grid,
+    messages: Mapping[int, Message],
+    chunk_size: int,
+    expect: Expect = None,
+    *,
+    tolerate_short: bool = False,
+) -> dict[int, Message]:
+    """Send in chunks of ``chunk_size`` members, so at most that many replies (models) are held
+    at once; ``tolerate_short`` keeps going when one chunk falls short of ``min_replies``."""
+    ids = sorted(messages)
+    out: dict[int, Message] = {}
+    for start in range(0, len(ids), chunk_size):
+        chunk = {c: messages[c] for c in ids[start : start + chunk_size]}
+        try:
+            out.update(grid.send(chunk, expect=expect))
+        except TooFewReplies:
+            if not tolerate_short:
+                raise
+    return out
+
+
+def broadcast(message: Message, members: Sequence[int]) -> dict[int, Message]:
+    """The same message to every member of ``members`` (arrays shared, not copied)."""
+    return dict.fromkeys(members, message)
+
+
+class ModelState:
+    """Mixin of workflows whose state is one set of model arrays, ``self.weights``."""
+
+    weights: Arrays
+
+    def final_arrays(self) -> Arrays:
+        return self.weights
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.weights = dict(state["weights"])

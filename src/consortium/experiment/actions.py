@@ -1,0 +1,71 @@
+"""Post-hoc actions on a finished run (``consortium unlearn RUN_DIR --class 3``, or an
+``[unlearn]`` table in the experiment): the same wiring for every registered action."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from consortium.algorithms.registry import ActionContext, get_action
+from consortium.config import ConfigError
+from consortium.data.registry import build_data
+from consortium.experiment.config import Experiment
+from consortium.experiment.execution import execute, method_context
+from consortium.report import family_report
+
+
+def run_action(
+    exp: Experiment,
+    name: str,
+    run_dir: str | Path,
+    config: Any = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run action ``name`` on ``run_dir`` with ``config`` (default: the experiment's table)."""
+    console = console or Console()
+    spec = get_action(name)
+    config = config if config is not None else exp.action(name)
+    if config is None:
+        raise ConfigError(f"{name}: no [{name}] options given")
+    run_dir = Path(run_dir)
+    dest = Path(out) if out is not None else spec.dest(run_dir, config)
+    if dest.exists() and any(dest.iterdir()) and not (resume or overwrite):
+        raise ConfigError(f"{dest} already holds results: pass --resume or --overwrite")
+    if spec.check is not None:
+        spec.check(run_dir, config)
+    if overwrite and dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    data = build_data(exp.data, exp.seed)
+    base = method_context(exp, data)
+    target = f"action:{name}"
+
+    def run(workflow: Any, app: Any, where: Path, **kw: Any) -> Any:
+        return execute(exp, target, workflow, app, data, where, progress=progress, **kw)
+
+    ctx = ActionContext(
+        base.data,
+        base.model_fn,
+        base.device,
+        base.seed,
+        base.cache,
+        run_dir=run_dir,
+        train=exp.train,
+        rounds=exp.federation.rounds,
+        execute=run,
+        say=console.print,
+        progress=progress,
+    )
+    summaries = spec.run(ctx, config, dest, resume)
+    if spec.report is not None:
+        console.print(family_report(spec.report, dest))
+    console.print(f"results: {dest}")
+    return summaries

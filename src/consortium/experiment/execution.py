@@ -1,0 +1,94 @@
+"""Where the application layer meets a runtime: one factory for every entry point.
+
+``consortium run``, the unlearning action, the Flower app layer and Python users all run a
+workflow through :func:`execute`, so the experiment's runtime settings (in-process or Flower's
+simulation, seed, dropouts, ``min_replies``, the reply-size limit) apply everywhere the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from consortium.algorithms.registry import MethodContext
+from consortium.config import ConfigError
+from consortium.core.client import ClientApp
+from consortium.core.grid import Grid
+from consortium.core.run import RunResult, run_workflow
+from consortium.core.workflow import Workflow
+from consortium.experiment.config import Experiment
+from consortium.models import build_model
+
+
+def method_context(
+    exp: Experiment, data: Any, cache: dict[str, Any] | None = None
+) -> MethodContext:
+    """What builders get: the data, a model builder from ``[model]``, device, seed, a cache."""
+    m = exp.model
+
+    def model_fn() -> Any:
+        return build_model(m.name, data.input_shape, data.num_classes, **m.options)
+
+    return MethodContext(data, model_fn, exp.device, exp.seed, {} if cache is None else cache)
+
+
+def make_grid(exp: Experiment, app: ClientApp, data: Any) -> Grid:
+    """The in-process grid the experiment's ``[federation]`` table describes."""
+    from consortium.runtime import LocalRuntime
+
+    fed = exp.federation
+    return LocalRuntime(
+        app,
+        data.client,
+        data.num_clients,
+        seed=exp.seed,
+        failure_rate=fed.failure_rate,
+        min_replies=fed.min_replies,
+        max_reply_bytes=fed.max_reply_bytes,
+    )
+
+
+def execute(
+    exp: Experiment,
+    target: str,
+    workflow: Workflow,
+    app: ClientApp,
+    data: Any,
+    run_dir: str | Path | None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    description: str | None = None,
+    callbacks: Any = (),
+) -> RunResult:
+    """Run ``workflow`` with members ``app`` on the experiment's runtime.
+
+    ``target`` names what the members run (``"fedavg"``, or ``"action:unlearn"``): Flower's
+    simulation rebuilds the members from the experiment in its own worker processes.
+    """
+    if exp.federation.runtime == "flower-simulation":
+        try:
+            from consortium.experiment.flower import run_on_simulation
+        except ImportError:
+            raise ConfigError(
+                'federation.runtime = "flower-simulation" needs: pip install "consortium[flower]"'
+            ) from None
+        return run_on_simulation(
+            exp,
+            target,
+            workflow,
+            data.num_clients,
+            run_dir=run_dir,
+            resume=resume,
+            progress=progress,
+            description=description or target,
+        )
+    return run_workflow(
+        workflow,
+        make_grid(exp, app, data),
+        run_dir=run_dir,
+        resume=resume,
+        progress=progress,
+        description=description or target,
+        callbacks=callbacks,
+    )
