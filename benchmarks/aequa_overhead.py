@@ -23,8 +23,8 @@ from dataclasses import replace
 import torch
 
 from consortium.algorithms.aequa import Aequa, AequaConfig, aequa_client_app
-from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.algorithms.base.supervised import initial_arrays
+from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.core.run import run_workflow
 from consortium.data import DatasetNotFoundError, build_federated_data
 from consortium.models import build_model

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.algorithms.base.supervised import initial_arrays, supervised_client_app
+from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.data import DatasetNotFoundError, build_federated_data
 from consortium.models import build_model, set_arrays
 from consortium.runtime import LocalRuntime

@@ -22,8 +22,8 @@ import time
 def worker(num_clients: int, per_round: int, rounds: int, dataset: str) -> dict:
     import torch
 
-    from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
     from consortium.algorithms.base.supervised import supervised_client_app
+    from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
     from consortium.core import run_workflow
     from consortium.data import DatasetNotFoundError, build_federated_data
     from consortium.models import build_model

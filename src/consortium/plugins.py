@@ -16,14 +16,16 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from consortium.config import ConfigError
 
 log = logging.getLogger("consortium.plugins")
 
+T = TypeVar("T")
 GROUP = "consortium.plugins"
 ENV = "CONSORTIUM_PLUGINS"
 _loaded: set[str] = set()
@@ -78,3 +80,64 @@ def load_entry_points() -> None:
         except Exception as err:  # one broken package must not break every command
             log.warning("plugin entry point %s failed to load: %s", ep.value, err)
     load_plugins(env_plugins())
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind (methods, actions, datasets, models), filled by the modules
+    that define them.
+
+    The built-in modules are imported on the first look-up, then the installed plugins, so
+    importing a registry costs nothing and every look-up sees every entry. Names are
+    normalised by ``key`` (datasets accept ``-`` for ``_``); an unknown name is a one-line
+    :class:`~consortium.config.ConfigError` listing the known ones.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        builtin: Iterable[str] = (),
+        key: Callable[[str], str] = str,
+    ) -> None:
+        self.kind = kind
+        self.builtin = tuple(builtin)
+        self.key = key
+        self._items: dict[str, T] = {}
+        self._loaded = False
+
+    def load(self) -> None:
+        """Import the built-in modules and the plugins (once)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in self.builtin:
+            importlib.import_module(module)
+        load_entry_points()
+
+    def register(self, name: str, item: T, *, replace: bool = False) -> T:
+        key = self.key(name)
+        if key in self._items and not replace:
+            raise ValueError(f"{self.kind} {key!r} is already registered (pass replace=True)")
+        self._items[key] = item
+        return item
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.key(name) in self._items
+
+    def get(self, name: str) -> T:
+        key = self.key(name)
+        if key not in self._items:
+            self.load()
+        try:
+            return self._items[key]
+        except KeyError:
+            known = ", ".join(sorted(self._items))
+            raise ConfigError(f"unknown {self.kind} {name!r}; available: {known}") from None
+
+    def items(self) -> dict[str, T]:
+        """Every entry by name, sorted (built-ins and plugins loaded)."""
+        self.load()
+        return dict(sorted(self._items.items()))
+
+    def registered(self) -> list[str]:
+        """Names registered so far, without loading anything."""
+        return sorted(self._items)

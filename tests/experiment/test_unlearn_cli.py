@@ -58,8 +58,8 @@ def test_unlearn_a_class_writes_results(run_dir, capsys):
 def test_unlearn_a_members_samples(run_dir, capsys):
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["data"]["num_clients"] == 4
-    from consortium.experiment import load_experiment
     from consortium.data import build_data
+    from consortium.experiment import load_experiment
 
     exp = load_experiment(run_dir / "config.toml")
     data = build_data(exp.data, exp.seed)

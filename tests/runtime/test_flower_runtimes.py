@@ -214,7 +214,8 @@ def test_fedavg_in_flower_simulation_equals_in_process(tmp_path, offline_env):
     exp = experiment(4)
     expected = in_process(exp)
     data = build_data(exp.data, exp.seed)
-    workflow, _ = get_method("fedavg").build(method_context(exp, data), exp.method_options["fedavg"])
+    ctx = method_context(exp, data)
+    workflow, _ = get_method("fedavg").build(ctx, exp.method_options["fedavg"])
     result = run_on_simulation(  # the experiment runner's hook
         exp,
         "fedavg",

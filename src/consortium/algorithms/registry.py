@@ -13,16 +13,16 @@ Built-in packages are imported on the first look-up; third-party packages regist
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consortium.config import ConfigError, Options
+from consortium.config import Options
 from consortium.core.client import ClientApp
 from consortium.core.run import RunResult
 from consortium.core.workflow import Workflow
+from consortium.plugins import Registry
 
 #: Packages that register the built-in methods and actions when imported.
 BUILTIN_PACKAGES: tuple[str, ...] = (
@@ -34,6 +34,7 @@ BUILTIN_PACKAGES: tuple[str, ...] = (
     "consortium.algorithms.fedra",
     "consortium.algorithms.mtl",
     "consortium.algorithms.unlearning",
+    "consortium.algorithms.scaffold",
 )
 
 
@@ -139,73 +140,40 @@ class ActionSpec:
     hint: str = "say what to do"
 
 
-_METHODS: dict[str, MethodSpec] = {}
-_ACTIONS: dict[str, ActionSpec] = {}
-_loaded = False
-
-
-def _ensure_loaded() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN_PACKAGES:
-        importlib.import_module(module)
-    from consortium.plugins import load_entry_points
-
-    load_entry_points()
+_METHODS: Registry[MethodSpec] = Registry("method", BUILTIN_PACKAGES)
+_ACTIONS: Registry[ActionSpec] = Registry("action", BUILTIN_PACKAGES)
 
 
 def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     """Make ``spec`` available by name; a clash is an error unless ``replace`` is given."""
-    if spec.name in _METHODS and not replace:
-        raise ValueError(f"method {spec.name!r} is already registered")
     if spec.name in _ACTIONS:
         raise ValueError(f"{spec.name!r} is already an action")
-    _METHODS[spec.name] = spec
-    return spec
+    return _METHODS.register(spec.name, spec, replace=replace)
 
 
 def register_action(spec: ActionSpec, *, replace: bool = False) -> ActionSpec:
     """Make a post-hoc action available by name (see :class:`ActionSpec`)."""
-    if spec.name in _ACTIONS and not replace:
-        raise ValueError(f"action {spec.name!r} is already registered")
     if spec.name in _METHODS:
         raise ValueError(f"{spec.name!r} is already a method")
-    _ACTIONS[spec.name] = spec
-    return spec
+    return _ACTIONS.register(spec.name, spec, replace=replace)
 
 
 def get_method(name: str) -> MethodSpec:
     """The registered method ``name``; an unknown name is a one-line error listing the rest."""
-    _ensure_loaded()
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}"
-        ) from None
+    return _METHODS.get(name)
 
 
 def get_action(name: str) -> ActionSpec:
-    _ensure_loaded()
-    try:
-        return _ACTIONS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown action {name!r}; available: {', '.join(sorted(_ACTIONS))}"
-        ) from None
+    return _ACTIONS.get(name)
 
 
 def methods() -> Mapping[str, MethodSpec]:
     """Every registered method by name (built-ins and plugins)."""
-    _ensure_loaded()
-    return dict(sorted(_METHODS.items()))
+    return _METHODS.items()
 
 
 def actions() -> Mapping[str, ActionSpec]:
-    _ensure_loaded()
-    return dict(sorted(_ACTIONS.items()))
+    return _ACTIONS.items()
 
 
 def available_methods() -> dict[str, str]:

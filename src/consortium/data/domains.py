@@ -318,15 +318,10 @@ def _domain_images(dataset: Literal["domainnet", "nico_pp"]):  # type: ignore[no
     return build
 
 
-register_dataset(
-    "domainnet",
-    build=_domain_images("domainnet"),
-    options=DomainImageOptions,
-    description="DomainNet's six styles (its on-disk layout and split files; data.path)",
-)
-register_dataset(
-    "nico_pp",
-    build=_domain_images("nico_pp"),
-    options=DomainImageOptions,
-    description="NICO++'s six contexts (its on-disk layout and split files; data.path)",
-)
+for _name, _text in (
+    ("domainnet", "DomainNet's six styles (its on-disk layout and split files; data.path)"),
+    ("nico_pp", "NICO++'s six contexts (its on-disk layout and split files; data.path)"),
+):
+    register_dataset(
+        _name, build=_domain_images(_name), options=DomainImageOptions, description=_text
+    )

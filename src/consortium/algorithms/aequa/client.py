@@ -26,15 +26,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from consortium.algorithms.aequa.config import WidthTraining
-from consortium.algorithms.base.supervised import ModelFn, supervised_client_app
+from consortium.algorithms.base.supervised import (
+    ModelFn,
+    add_standalone_handler,
+    evaluate_member,
+    supervised_client_app,
+    train_member,
+)
 from consortium.algorithms.fairness import describe_handler
-from consortium.algorithms.reference.standalone import add_standalone_handler
 from consortium.core.client import ClientApp, ClientContext
 from consortium.core.message import Message
 from consortium.core.sampling import derive_seed
 from consortium.models.slimmable import SlimmableModel, require_slimmable
 from consortium.models.weights import get_arrays, set_arrays
-from consortium.training import LocalTrainConfig, evaluate, resolve_device, train_local
+from consortium.training import LocalTrainConfig, resolve_device
 
 
 class WidthModels:
@@ -155,17 +160,7 @@ def add_aequa_handlers(app: ClientApp, model_fn: ModelFn, device: str = "auto") 
             record,
             wt.sub_batch,
         )
-        data = ctx.data
-        metrics = train_local(
-            model,
-            data.x,
-            data.y,
-            data.train_indices,
-            cfg,
-            ctx.seed,
-            device=models.device,
-            loss_fn=loss_fn,
-        )
+        metrics = train_member(model, ctx, cfg, device=models.device, loss_fn=loss_fn)
         if record:
             metrics["train_loss"] = float(np.mean(record))
         metrics["width"] = width
@@ -175,10 +170,7 @@ def add_aequa_handlers(app: ClientApp, model_fn: ModelFn, device: str = "auto") 
     def evaluate_width(msg: Message, ctx: ClientContext) -> Message:
         width = float(msg.config.get("width", 1.0))
         model = models.load(msg.arrays, width)
-        data = ctx.data
-        metrics = evaluate(model, data.x, data.y, data.test_indices, device=models.device)
-        if metrics["num_examples"] == 0:
-            metrics = {"num_examples": 0.0}
+        metrics = evaluate_member(model, ctx, models.device)
         return msg.reply(metrics={**metrics, "width": width})
 
     return describe_handler(app)

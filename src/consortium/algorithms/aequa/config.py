@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from consortium.algorithms.base.config import AveragingConfig
 from consortium.algorithms.fairness.config import FairRewardConfig
 from consortium.config import Options
 
@@ -47,11 +48,11 @@ class WidthTraining(Options):
         return self.model_dump(include=set(WidthTraining.model_fields))
 
 
-class AequaConfig(WidthTraining, FairRewardConfig):
+class AequaConfig(WidthTraining, FairRewardConfig, AveragingConfig):
     """Aequa (Tastan, Horváth, Nandakumar, ICML 2025): a slimmable model trained by FedAvg,
-    then a sub-network per member whose accuracy follows its contribution."""
+    then a sub-network per member whose accuracy follows its contribution (``evaluate_clients``:
+    members score their rewards on their own test views)."""
 
-    weighted: bool = Field(True, description="weight updates by member sample counts")
     grid_step: float = Field(
         0.01, gt=0, le=1, description="spacing of the width grid of the reward curve"
     )
@@ -65,7 +66,6 @@ class AequaConfig(WidthTraining, FairRewardConfig):
         description="nearest: the width whose accuracy is closest to the target; "
         "first_reaching: the narrowest width reaching it",
     )
-    evaluate_clients: bool = Field(True, description="members evaluate their rewards")
 
 
 class AequaTrainingTimeConfig(AequaConfig):

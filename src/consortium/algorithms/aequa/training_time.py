@@ -31,7 +31,7 @@ from typing import Any
 
 from consortium.algorithms.aequa.config import AequaTrainingTimeConfig
 from consortium.algorithms.aequa.workflow import Aequa
-from consortium.algorithms.base.workflow import Expect
+from consortium.algorithms.base.workflow import Expect, FederatedWorkflow
 from consortium.core.aggregation import Update, partial_mean
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
@@ -58,7 +58,7 @@ class AequaTrainingTime(Aequa):
         return {c: self.train_message(payloads[p], p) for c, p in self._widths.items()}
 
     def expect(self, messages: Mapping[int, Message]) -> Expect:
-        return super(Aequa, self).expect(messages)  # each reply like what that member was sent
+        return FederatedWorkflow.expect(self, messages)  # each reply like what it was sent
 
     def aggregate(self, updates: Sequence[Update]) -> Arrays:
         """Each entry over the members whose width covers it."""

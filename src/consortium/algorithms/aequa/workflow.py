@@ -23,32 +23,16 @@ inside a TEE and to keep only their reward (docs/methods/aequa.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
 
 from consortium.algorithms.aequa.allocation import Allocation, accuracy_curve, allocate, width_grid
 from consortium.algorithms.aequa.config import AequaConfig
 from consortium.algorithms.aequa.evaluator import WidthEvaluator
-from consortium.algorithms.base.supervised import ModelFn, initial_arrays
-from consortium.algorithms.base.workflow import (
-    Expect,
-    FederatedWorkflow,
-    broadcast,
-    send_chunked,
-    updates_from,
-    weighted_metric,
-)
-from consortium.algorithms.fairness import (
-    CosineContribution,
-    StandaloneResult,
-    reward_summary,
-    setup_phase,
-    static_contributions,
-    subtract,
-)
-from consortium.core.aggregation import Update, weighted_mean
+from consortium.algorithms.base.supervised import ModelFn
+from consortium.algorithms.base.workflow import Averaging, broadcast, send_chunked
+from consortium.algorithms.fairness import CosineContribution, reward_summary, subtract
+from consortium.algorithms.fairness.workflow import FairRewardWorkflow
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
@@ -57,71 +41,33 @@ from consortium.models.slimmable import require_slimmable
 log = logging.getLogger("consortium.aequa")
 
 
-class Aequa(FederatedWorkflow[AequaConfig]):
+class Aequa(Averaging, FairRewardWorkflow[AequaConfig]):
     """Aequa with post-training model rewards (Algorithm 1 + allocation).
 
-    Members run :func:`~consortium.algorithms.aequa.client.aequa_client_app`.
-
-    Parameters
-    ----------
-    config
-        See :class:`AequaConfig`.
-    model_fn
-        Builds the untrained slimmable model (``slim_cnn``, ``slim_resnet18``, ...).
-    val_x, val_y
-        The server's validation split: the accuracy-vs-width curve is measured on it (and
-        standalone contributions). When empty, the test set is used and the summary says so.
-    test_x, test_y
-        The server's test set (full-width accuracy per round, reward accuracies).
-    standalone_cache
-        Shared between methods of one experiment so the standalone phase runs once.
+    Members run :func:`~consortium.algorithms.aequa.client.aequa_client_app`; the parameters
+    are :class:`~consortium.algorithms.fairness.workflow.FairRewardWorkflow`'s, with a
+    slimmable ``model_fn`` (``slim_cnn``, ``slim_resnet18``, ...). The accuracy-vs-width curve
+    is measured on the validation split; without one, on the test set, and the summary says so.
     """
 
     name = "aequa"
+    evaluator_cls = WidthEvaluator
 
-    def __init__(
-        self,
-        config: AequaConfig,
-        model_fn: ModelFn,
-        val_x: np.ndarray,
-        val_y: np.ndarray,
-        test_x: np.ndarray,
-        test_y: np.ndarray,
-        device: str = "auto",
-        standalone_cache: MutableMapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, config: AequaConfig, model_fn: ModelFn, *args: Any, **kwargs: Any) -> None:
         require_slimmable(model_fn())
-        super().__init__(config)
-        self.model_fn = model_fn
-        self.test = WidthEvaluator(model_fn, test_x, test_y, device)
-        self.val = WidthEvaluator(model_fn, val_x, val_y, device)
+        super().__init__(config, model_fn, *args, **kwargs)
         self.curve_split = "validation"
-        if len(val_y) == 0:
+        if len(self.val) == 0:
             log.warning("no server validation split: the width curve is measured on the test set")
             self.val, self.curve_split = self.test, "test"
-        self.standalone_cache = standalone_cache
-        self.weights: Arrays = {}
-        self.standalone: StandaloneResult | None = None
-        self.sizes: dict[int, float] | None = None
         self.tracker = CosineContribution(config.contribution_alpha)
 
     # -- set-up ---------------------------------------------------------------------------
 
     def setup(self, grid: Grid) -> dict[str, Any]:
-        cfg = self.config
-        self.weights = initial_arrays(self.model_fn, grid.seed)
-        self.standalone, self.sizes = setup_phase(
-            grid,
-            self.weights,
-            cfg.local,
-            cfg.rounds,
-            standalone=cfg.needs_standalone,
-            sizes=cfg.contribution == "data_size",
-            val=self.val if self.curve_split == "validation" else None,
-            test=self.test,
-            chunk_size=cfg.chunk_size,
-            cache=self.standalone_cache,
-        )
+        val = self.val if self.curve_split == "validation" else None
+        sizes = self.config.contribution == "data_size"
+        self.standalone_phase(grid, sizes=sizes, val=val, test=self.test)
         out: dict[str, Any] = {}
         if self.standalone is not None:
             out["standalone_accuracy"] = {str(k): v for k, v in self.standalone.own.items()}
@@ -138,27 +84,13 @@ class Aequa(FederatedWorkflow[AequaConfig]):
     def configure_train(self, grid: Grid, rnd: int, sampled: list[int]) -> dict[int, Message]:
         return broadcast(self.train_message(self.weights, 1.0), sampled)
 
-    def expect(self, messages: Mapping[int, Message]) -> Expect:
-        return ReplySpec.like(self.weights)
-
-    def aggregate(self, updates: Sequence[Update]) -> Arrays:
-        """Every member trained every weight: plain FedAvg."""
-        return weighted_mean(updates)
-
-    def aggregate_train(
-        self, grid: Grid, rnd: int, replies: Mapping[int, Message]
-    ) -> dict[str, Any]:
-        metrics: dict[str, Any] = {}
-        updates = updates_from(replies, self.config.weighted)
-        if sum(u.weight for u in updates) > 0:
-            new = self.aggregate(updates)
-            if self.config.contribution == "cgsv":
-                deltas = {c: subtract(r.arrays, self.weights) for c, r in replies.items()}
-                phis = self.tracker.observe(deltas, subtract(new, self.weights))
-                metrics["cosine"] = {str(c): v for c, v in phis.items()}
-            self.weights = new
-            metrics["train_loss"] = weighted_metric(replies, "train_loss")
-        return metrics
+    def observe(self, replies: Mapping[int, Message], new: Arrays) -> dict[str, Any]:
+        """CGSV-style contributions: each update's cosine with the round's aggregate."""
+        if self.config.contribution != "cgsv":
+            return {}
+        deltas = {c: subtract(r.arrays, self.weights) for c, r in replies.items()}
+        phis = self.tracker.observe(deltas, subtract(new, self.weights))
+        return {"cosine": {str(c): v for c, v in phis.items()}}
 
     def evaluate(self, rnd: int) -> dict[str, Any]:
         p_min = self.config.p_min
@@ -171,9 +103,7 @@ class Aequa(FederatedWorkflow[AequaConfig]):
 
     def contributions(self, grid: Grid) -> dict[int, float]:
         """Each member's contribution under the configured assessment."""
-        static = static_contributions(
-            self.config, grid.num_clients, sizes=self.sizes, standalone=self.standalone
-        )
+        static = self.static_contributions(grid)
         if static is not None:
             return static
         values = self.tracker.values()
@@ -226,20 +156,9 @@ class Aequa(FederatedWorkflow[AequaConfig]):
         }
         return summary
 
-    def final_arrays(self) -> Arrays:
-        return self.weights
-
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "weights": self.weights,
-            "standalone": None if self.standalone is None else self.standalone.state_dict(),
-            "sizes": self.sizes,
-            "tracker": self.tracker.state_dict(),
-        }
+        return {**super().state_dict(), "tracker": self.tracker.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.weights = dict(state["weights"])
-        st = state.get("standalone")
-        self.standalone = None if st is None else StandaloneResult.from_state(st)
-        self.sizes = state.get("sizes")
+        super().load_state_dict(state)
         self.tracker.load_state_dict(state["tracker"])

@@ -51,6 +51,22 @@ def initial_arrays(model_fn: ModelFn, seed: int) -> Arrays:
     return get_arrays(model_fn())
 
 
+def train_member(
+    model: nn.Module, ctx: ClientContext, cfg: LocalTrainConfig, **kwargs: Any
+) -> dict[str, float]:
+    """Train ``model`` on the member's own training samples, with its seed for this round
+    (``kwargs``: ``device``, ``loss_fn``, ``prox_mu``, ... of :func:`train_local`)."""
+    data = ctx.data
+    return train_local(model, data.x, data.y, data.train_indices, cfg, ctx.seed, **kwargs)
+
+
+def evaluate_member(model: nn.Module, ctx: ClientContext, device: Any) -> dict[str, float]:
+    """Accuracy and loss on the member's own test view (only ``num_examples`` when empty)."""
+    data = ctx.data
+    metrics = evaluate(model, data.x, data.y, data.test_indices, device=device)
+    return metrics if metrics["num_examples"] > 0 else {"num_examples": 0.0}
+
+
 def supervised_client_app(model_fn: ModelFn, device: str = "auto") -> ClientApp:
     """Handlers ``train`` (local epochs, optional proximal term) and ``evaluate`` (test view).
 
@@ -65,27 +81,13 @@ def supervised_client_app(model_fn: ModelFn, device: str = "auto") -> ClientApp:
         model = scratch.load(msg.arrays)
         cfg = LocalTrainConfig.from_config(msg.config)
         prox_mu = float(msg.config.get("prox_mu", 0.0))
-        data = ctx.data
-        metrics = train_local(
-            model,
-            data.x,
-            data.y,
-            data.train_indices,
-            cfg,
-            ctx.seed,
-            device=scratch.device,
-            prox_mu=prox_mu,
-        )
+        metrics = train_member(model, ctx, cfg, device=scratch.device, prox_mu=prox_mu)
         return msg.reply(arrays=get_arrays(model), metrics=metrics)
 
     @app.on("evaluate")
     def evaluate_local(msg: Message, ctx: ClientContext) -> Message:
         model = scratch.load(msg.arrays)
-        data = ctx.data
-        metrics = evaluate(model, data.x, data.y, data.test_indices, device=scratch.device)
-        if metrics["num_examples"] == 0:
-            metrics = {"num_examples": 0.0}
-        return msg.reply(metrics=metrics)
+        return msg.reply(metrics=evaluate_member(model, ctx, scratch.device))
 
     return app
 
@@ -111,6 +113,16 @@ def client_accuracy_summary(per_client: Mapping[int, Mapping[str, float]]) -> di
     }
 
 
+def final_summary(
+    evaluator: ServerEvaluator, grid: Grid, arrays: Arrays, evaluate_clients: bool
+) -> dict[str, Any]:
+    """A trained model's summary: server test metrics, and each member's own view's."""
+    summary: dict[str, Any] = dict(evaluator(arrays))
+    if evaluate_clients:
+        summary.update(client_accuracy_summary(evaluate_on_clients(grid, arrays)))
+    return summary
+
+
 class ServerEvaluator:
     """Evaluates a model on a server-held split (the global test or validation set)."""
 
@@ -124,3 +136,32 @@ class ServerEvaluator:
         model = self.scratch.load(arrays)
         m = evaluate(model, self.x, self.y, device=self.scratch.device)
         return {f"{prefix}_accuracy": m["accuracy"], f"{prefix}_loss": m["loss"]}
+
+
+def add_standalone_handler(app: ClientApp, model_fn: ModelFn, device: str = "auto") -> ClientApp:
+    """Register ``train_alone``: train from the received model, report own test metrics."""
+    scratch = ScratchModel(model_fn, device)
+
+    @app.on("train_alone")
+    def train_alone(msg: Message, ctx: ClientContext) -> Message:
+        model = scratch.load(msg.arrays)
+        cfg = LocalTrainConfig.from_config(msg.config)
+        data = ctx.data
+        fit = train_member(model, ctx, cfg, device=scratch.device)
+        test = evaluate(model, data.x, data.y, data.test_indices, device=scratch.device)
+        metrics = {
+            "train_loss": fit["train_loss"],
+            "num_train": fit["num_examples"],
+            "num_examples": test["num_examples"],
+        }
+        if test["num_examples"] > 0:
+            metrics.update(accuracy=test["accuracy"], loss=test["loss"])
+        arrays = get_arrays(model) if msg.config.get("return_model") else {}
+        return msg.reply(arrays=arrays, metrics=metrics)
+
+    return app
+
+
+def standalone_client_app(model_fn: ModelFn, device: str = "auto") -> ClientApp:
+    """Supervised handlers plus ``train_alone``."""
+    return add_standalone_handler(supervised_client_app(model_fn, device), model_fn, device)

@@ -20,8 +20,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from consortium.algorithms.base.config import FederatedConfig
-from consortium.core.aggregation import Update
+import numpy as np
+
+from consortium.algorithms.base.config import AveragingConfig, FederatedConfig
+from consortium.algorithms.base.supervised import (
+    ModelFn,
+    ServerEvaluator,
+    final_summary,
+    initial_arrays,
+)
+from consortium.core.aggregation import Update, weighted_mean
 from consortium.core.grid import Grid, TooFewReplies
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
@@ -138,3 +146,79 @@ class ModelState:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.weights = dict(state["weights"])
+
+
+class Averaging:
+    """Mixin: the server averages full models sent back by members (FedAvg's step).
+
+    Needs ``self.weights`` and a config with ``weighted``. Hooks: :meth:`aggregate` (the rule;
+    robust rules override it) and :meth:`observe` (look at the round before the new model is
+    taken, e.g. to track contributions).
+    """
+
+    weights: Arrays
+    config: Any
+
+    def expect(self, messages: Mapping[int, Message]) -> Expect:
+        return ReplySpec.like(self.weights)
+
+    def aggregate(self, updates: Sequence[Update]) -> Arrays:
+        """The new global model from this round's updates."""
+        return weighted_mean(updates)
+
+    def observe(self, replies: Mapping[int, Message], new: Arrays) -> dict[str, Any]:
+        """Metrics of the round, computed before ``new`` replaces the model."""
+        return {}
+
+    def aggregate_train(
+        self, grid: Grid, rnd: int, replies: Mapping[int, Message]
+    ) -> dict[str, Any]:
+        updates = updates_from(replies, self.config.weighted)
+        if sum(u.weight for u in updates) <= 0:
+            return {}
+        new = self.aggregate(updates)
+        metrics = self.observe(replies, new)
+        self.weights = new
+        metrics["train_loss"] = weighted_metric(replies, "train_loss")
+        return metrics
+
+
+A = TypeVar("A", bound=AveragingConfig)
+
+
+class GlobalModelWorkflow(Averaging, ModelState, FederatedWorkflow[A], Generic[A]):
+    """A method whose server keeps one global model and averages members' models: FedAvg and
+    its relatives override :meth:`configure_train` (what members train with) and little else.
+
+    Parameters
+    ----------
+    config
+        Its options (an :class:`~consortium.algorithms.base.config.AveragingConfig`).
+    model_fn
+        Builds the (untrained) model; the initial weights come from the run seed.
+    test_x, test_y
+        The server's test set for the per-round global accuracy (may be empty).
+    """
+
+    def __init__(
+        self,
+        config: A,
+        model_fn: ModelFn,
+        test_x: np.ndarray,
+        test_y: np.ndarray,
+        device: str = "auto",
+    ) -> None:
+        super().__init__(config)
+        self.model_fn = model_fn
+        self.evaluator = ServerEvaluator(model_fn, test_x, test_y, device)
+        self.weights: Arrays = {}
+
+    def setup(self, grid: Grid) -> dict[str, Any]:
+        self.weights = initial_arrays(self.model_fn, grid.seed)
+        return {}
+
+    def evaluate(self, rnd: int) -> dict[str, Any]:
+        return self.evaluator(self.weights)
+
+    def finish(self, grid: Grid) -> dict[str, Any]:
+        return final_summary(self.evaluator, grid, self.weights, self.config.evaluate_clients)

@@ -11,9 +11,8 @@ from consortium.algorithms.cgsv.rules import (
     update_reputations,
 )
 from consortium.algorithms.cgsv.workflow import CGSV
-from consortium.algorithms.fairness import own_model_client_app, standalone_cache
-from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
-from consortium.core.client import ClientApp
+from consortium.algorithms.fairness import builder, own_model_client_app
+from consortium.algorithms.registry import MethodSpec, register_method
 
 __all__ = [
     "CGSV",
@@ -24,16 +23,12 @@ __all__ = [
     "update_reputations",
 ]
 
-
-def _build(ctx: MethodContext, cfg: CGSVConfig) -> tuple[CGSV, ClientApp]:
-    d = ctx.data
-    cache = standalone_cache(ctx.cache, cfg.local, cfg.rounds)
-    wf = CGSV(cfg, ctx.model_fn, d.val_x, d.val_y, d.test_x, d.test_y, ctx.device, cache)
-    return wf, own_model_client_app(ctx.model_fn, ctx.device)
-
-
 register_method(
     MethodSpec(
-        "cgsv", CGSVConfig, _build, "CGSV: cosine reputations, masked rewards", report="fairness"
+        "cgsv",
+        CGSVConfig,
+        builder(CGSV, own_model_client_app),
+        "CGSV: cosine reputations, masked rewards",
+        report="fairness",
     )
 )

@@ -20,10 +20,10 @@ from typing import Any
 
 from consortium.algorithms.cgsv.config import CGSVConfig
 from consortium.algorithms.cgsv.rules import masked_reward, reward_fractions, update_reputations
-from consortium.algorithms.fairness import OwnModelWorkflow, cosine
+from consortium.algorithms.fairness import cosine
+from consortium.algorithms.fairness.own_model import Deltas, OwnModelWorkflow, Rewards, Sizes
 from consortium.core.aggregation import Update, weighted_mean
 from consortium.core.grid import Grid
-from consortium.core.message import Arrays
 
 
 class CGSV(OwnModelWorkflow[CGSVConfig]):
@@ -36,13 +36,7 @@ class CGSV(OwnModelWorkflow[CGSVConfig]):
         super().__init__(config, *args, **kwargs)
         self.reputations: dict[int, float] = {}
 
-    def rewards(
-        self,
-        grid: Grid,
-        rnd: int,
-        deltas: Mapping[int, Arrays],
-        sizes: Mapping[int, float],
-    ) -> tuple[Arrays, dict[int, Arrays], dict[str, Any]]:
+    def rewards(self, grid: Grid, rnd: int, deltas: Deltas, sizes: Sizes) -> Rewards:
         cfg = self.config
         if self.reputations:
             weights = {c: self.reputations.get(c, 0.0) for c in deltas}

@@ -24,15 +24,18 @@ from consortium.algorithms.fairness.own_model_client import (
     rescale,
 )
 from consortium.algorithms.fairness.rewards import reward_summary, setup_phase, standalone_cache
+from consortium.algorithms.fairness.workflow import FairRewardWorkflow, builder
 
 __all__ = [
     "ContributionKind",
     "CosineContribution",
     "FairRewardConfig",
+    "FairRewardWorkflow",
     "OwnModelConfig",
     "OwnModelWorkflow",
     "StandaloneResult",
     "add_own_model_handlers",
+    "builder",
     "collect_data_sizes",
     "cosine",
     "describe_handler",

@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
-from consortium.algorithms.base.supervised import ModelFn, ServerEvaluator, initial_arrays
+from consortium.algorithms.base.supervised import ServerEvaluator
 from consortium.algorithms.base.workflow import (
     Expect,
-    FederatedWorkflow,
     send_chunked,
     weighted_metric,
 )
 from consortium.algorithms.fairness.config import OwnModelConfig
-from consortium.algorithms.fairness.contribution import StandaloneResult, static_contributions
-from consortium.algorithms.fairness.rewards import reward_summary, setup_phase
+from consortium.algorithms.fairness.rewards import reward_summary
+from consortium.algorithms.fairness.workflow import FairRewardWorkflow
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
@@ -36,53 +33,29 @@ from consortium.core.validation import ReplySpec
 log = logging.getLogger("consortium.fairness")
 
 C = TypeVar("C", bound=OwnModelConfig)
+Deltas = Mapping[int, Arrays]
+Sizes = Mapping[int, float]
+#: (server update, reward update per member, metrics)
+Rewards = tuple[Arrays, dict[int, Arrays], dict[str, Any]]
 
 
-class OwnModelWorkflow(FederatedWorkflow[C], Generic[C]):
+class OwnModelWorkflow(FairRewardWorkflow[C], Generic[C]):
     """Template of a reward baseline in which members keep their own models.
 
     Subclasses set ``name``, implement :meth:`rewards` and may extend the state. Members run
-    :func:`~consortium.algorithms.fairness.own_model_client.own_model_client_app`.
+    :func:`~consortium.algorithms.fairness.own_model_client.own_model_client_app`; the
+    parameters are :class:`~consortium.algorithms.fairness.workflow.FairRewardWorkflow`'s.
     """
 
-    def __init__(
-        self,
-        config: C,
-        model_fn: ModelFn,
-        val_x: np.ndarray,
-        val_y: np.ndarray,
-        test_x: np.ndarray,
-        test_y: np.ndarray,
-        device: str = "auto",
-        standalone_cache: MutableMapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(config)
-        self.model_fn = model_fn
-        self.test = ServerEvaluator(model_fn, test_x, test_y, device)
-        self.val = ServerEvaluator(model_fn, val_x, val_y, device)
-        self.standalone_cache = standalone_cache
-        self.weights: Arrays = {}
+    def __init__(self, config: C, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
         self.init: Arrays = {}
         self.initialised: set[int] = set()
-        self.standalone: StandaloneResult | None = None
-        self.sizes: dict[int, float] | None = None
 
     def setup(self, grid: Grid) -> dict[str, Any]:
-        cfg = self.config
-        self.weights = initial_arrays(self.model_fn, grid.seed)
+        # Every baseline here weights or ranks by data size.
+        self.standalone_phase(grid, sizes=True, val=_Scorer(self.val), test=_Scorer(self.test))
         self.init = dict(self.weights)
-        self.standalone, self.sizes = setup_phase(
-            grid,
-            self.weights,
-            cfg.local,
-            cfg.rounds,
-            standalone=cfg.needs_standalone,
-            sizes=True,  # every baseline here weights or ranks by data size
-            val=_Scorer(self.val),
-            test=_Scorer(self.test),
-            chunk_size=cfg.chunk_size,
-            cache=self.standalone_cache,
-        )
         return {}
 
     # -- a round ------------------------------------------------------------------------------
@@ -127,13 +100,7 @@ class OwnModelWorkflow(FederatedWorkflow[C], Generic[C]):
         return self.test(self.weights)
 
     @abstractmethod
-    def rewards(
-        self,
-        grid: Grid,
-        rnd: int,
-        deltas: Mapping[int, Arrays],
-        sizes: Mapping[int, float],
-    ) -> tuple[Arrays, dict[int, Arrays], dict[str, Any]]:
+    def rewards(self, grid: Grid, rnd: int, deltas: Deltas, sizes: Sizes) -> Rewards:
         """(server update, reward update per member, metrics) from this round's updates.
 
         Called once per round after the updates arrived; may update the subclass's state.
@@ -157,12 +124,8 @@ class OwnModelWorkflow(FederatedWorkflow[C], Generic[C]):
 
     def contributions(self, grid: Grid) -> dict[int, float]:
         """The contributions the rewards are judged against (see ``FairRewardConfig``)."""
-        static = static_contributions(
-            self.config, grid.num_clients, sizes=self.sizes, standalone=self.standalone
-        )
-        if static is not None:
-            return static
-        return self.own_contributions(grid)
+        static = self.static_contributions(grid)
+        return static if static is not None else self.own_contributions(grid)
 
     def own_contributions(self, grid: Grid) -> dict[int, float]:
         """The method's own online contribution estimate (``contribution = "cgsv"``)."""
@@ -190,25 +153,13 @@ class OwnModelWorkflow(FederatedWorkflow[C], Generic[C]):
         }
         return summary
 
-    def final_arrays(self) -> Arrays:
-        return self.weights
-
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "weights": self.weights,
-            "init": self.init,
-            "initialised": sorted(self.initialised),
-            "standalone": None if self.standalone is None else self.standalone.state_dict(),
-            "sizes": self.sizes,
-        }
+        return {**super().state_dict(), "init": self.init, "initialised": sorted(self.initialised)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.weights = dict(state["weights"])
+        super().load_state_dict(state)
         self.init = dict(state["init"])
         self.initialised = set(state["initialised"])
-        st = state.get("standalone")
-        self.standalone = None if st is None else StandaloneResult.from_state(st)
-        self.sizes = state.get("sizes")
 
 
 class _Scorer:

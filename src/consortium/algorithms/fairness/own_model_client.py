@@ -23,12 +23,18 @@ import math
 
 import numpy as np
 
-from consortium.algorithms.base.supervised import ModelFn, ScratchModel, supervised_client_app
-from consortium.algorithms.reference.standalone import add_standalone_handler
+from consortium.algorithms.base.supervised import (
+    ModelFn,
+    ScratchModel,
+    add_standalone_handler,
+    evaluate_member,
+    supervised_client_app,
+    train_member,
+)
 from consortium.core.client import ClientApp, ClientContext
 from consortium.core.message import Arrays, Message
 from consortium.models.weights import get_arrays
-from consortium.training import LocalTrainConfig, evaluate, train_local
+from consortium.training import LocalTrainConfig
 
 
 def rescale(delta: Arrays, gamma: float) -> Arrays:
@@ -57,17 +63,12 @@ def add_own_model_handlers(app: ClientApp, model_fn: ModelFn, device: str = "aut
         elif mode != "keep":
             raise ValueError(f"unknown mode {mode!r}")
         ctx.state["model"] = model
-        data = ctx.data
         arrays: Arrays = {}
         metrics: dict[str, float] = {}
         if msg.config.get("train", False):
             net = scratch.load(model)
             cfg = LocalTrainConfig.from_config(msg.config)
-            metrics.update(
-                train_local(
-                    net, data.x, data.y, data.train_indices, cfg, ctx.seed, device=scratch.device
-                )
-            )
+            metrics.update(train_member(net, ctx, cfg, device=scratch.device))
             trained = get_arrays(net)
             arrays = {k: trained[k] - model[k] for k in model if model[k].dtype.kind == "f"}
             gamma = float(msg.config.get("gamma", 0.0))
@@ -75,9 +76,9 @@ def add_own_model_handlers(app: ClientApp, model_fn: ModelFn, device: str = "aut
                 arrays = rescale(arrays, gamma)
         if msg.config.get("evaluate", False):
             net = scratch.load(model)
-            m = evaluate(net, data.x, data.y, data.test_indices, device=scratch.device)
+            m = evaluate_member(net, ctx, scratch.device)
             metrics["num_test"] = m["num_examples"]
-            if m["num_examples"] > 0:
+            if "accuracy" in m:
                 metrics["accuracy"] = m["accuracy"]
         if msg.config.get("return_model", False):
             arrays = dict(model)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from consortium.algorithms.base.supervised import evaluate_member
 from consortium.algorithms.fedra.cost import ActivationMeter, peak_bytes, state_bytes
 from consortium.algorithms.fedra.heads import (
     DepthHeads,
@@ -33,7 +34,6 @@ from consortium.models.transformer import (
 from consortium.training import (
     LocalTrainConfig,
     cross_entropy,
-    evaluate,
     resolve_device,
     train_local,
 )
@@ -145,11 +145,7 @@ def fedra_client_app(lora_model_fn: Callable[[], nn.Module], device: str = "auto
     @app.on("fedra_evaluate")
     def evaluate_local(msg: Message, ctx: ClientContext) -> Message:
         model, _, _ = member_model(msg)
-        data = ctx.data
-        metrics = evaluate(LogitsOnly(model), data.x, data.y, data.test_indices, device=dev)
-        if metrics["num_examples"] == 0:
-            metrics = {"num_examples": 0.0}
-        return msg.reply(metrics=metrics)
+        return msg.reply(metrics=evaluate_member(LogitsOnly(model), ctx, dev))
 
     return app
 

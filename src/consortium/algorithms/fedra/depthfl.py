@@ -14,12 +14,11 @@ Each round (a :class:`~consortium.algorithms.fedra.workflow.FedRA` round with th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from consortium.algorithms.fedra.config import Allocation, DepthFLConfig
 from consortium.algorithms.fedra.heads import (
@@ -45,15 +44,8 @@ class DepthFL(FedRA):
     message_kind = "depthfl_train"
     config: DepthFLConfig
 
-    def __init__(
-        self,
-        config: DepthFLConfig,
-        lora_model_fn: Callable[[], nn.Module],
-        test_x: np.ndarray,
-        test_y: np.ndarray,
-        test_groups: np.ndarray | None = None,
-    ) -> None:
-        super().__init__(config, lora_model_fn, test_x, test_y, test_groups)
+    def __init__(self, config: DepthFLConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
         self.trained_heads: set[int] = set()
 
     @property

@@ -15,14 +15,13 @@ A member's reward is its own final model; the server model is ``test_accuracy``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from consortium.algorithms.fairness import OwnModelWorkflow, static_contributions
+from consortium.algorithms.fairness.own_model import Deltas, OwnModelWorkflow, Rewards, Sizes
 from consortium.algorithms.iafl.config import IAFLConfig
 from consortium.algorithms.iafl.rules import average, reward_proportions, reward_set
 from consortium.core.grid import Grid
-from consortium.core.message import Arrays, Message
+from consortium.core.message import Message
 from consortium.core.sampling import rng_for
 
 
@@ -34,9 +33,7 @@ class IAFL(OwnModelWorkflow[IAFLConfig]):
 
     def proportions(self, grid: Grid) -> dict[int, float]:
         """``γ_i^(1−κ)`` from the contributions (fixed for the run)."""
-        p = static_contributions(
-            self.config, grid.num_clients, sizes=self.sizes, standalone=self.standalone
-        )
+        p = self.static_contributions(grid)
         assert p is not None  # IAFLConfig rejects online contributions
         return reward_proportions(p, self.config.kappa)
 
@@ -48,13 +45,7 @@ class IAFL(OwnModelWorkflow[IAFLConfig]):
             msg = Message("own_train", arrays=self.weights, config={**msg.config, "mode": "set"})
         return msg
 
-    def rewards(
-        self,
-        grid: Grid,
-        rnd: int,
-        deltas: Mapping[int, Arrays],
-        sizes: Mapping[int, float],
-    ) -> tuple[Arrays, dict[int, Arrays], dict[str, Any]]:
+    def rewards(self, grid: Grid, rnd: int, deltas: Deltas, sizes: Sizes) -> Rewards:
         proportions = self.proportions(grid)
         joined = sorted(deltas)
         sets = {

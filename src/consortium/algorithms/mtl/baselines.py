@@ -11,49 +11,30 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 
 from consortium.algorithms.mtl.client import FIT_ALONE
-from consortium.algorithms.mtl.config import SingleModelConfig
-from consortium.algorithms.mtl.evaluation import evaluate_models, task_scores
+from consortium.algorithms.mtl.evaluation import OneShot, evaluate_models, task_scores
 from consortium.algorithms.mtl.solvers import fit_global
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
-from consortium.core.workflow import Workflow
 
 TaskKind = Literal["regression", "classification"]
 
 
-class SingleTask(Workflow):
-    """Single-task learning: ``min_w (1/n_i) Σ ℓ + (λ/2)‖w‖²`` at every member, alone.
-
-    Parameters
-    ----------
-    config
-        Loss and λ (the same λ for every member).
-    kind
-        ``"regression"`` or ``"classification"``.
-    info
-        Entries copied into the summary as they are (e.g. how λ was chosen).
-    """
+class SingleTask(OneShot):
+    """Single-task learning: ``min_w (1/n_i) Σ ℓ + (λ/2)‖w‖²`` at every member, alone, with
+    the same loss and λ (a :class:`~consortium.algorithms.mtl.config.SingleModelConfig`) for
+    every member; parameters as :class:`~consortium.algorithms.mtl.evaluation.OneShot`."""
 
     name = "single_task"
-    num_rounds = 1
     progress_keys = ("mean_rmse", "mean_client_accuracy")
 
-    def __init__(
-        self,
-        config: SingleModelConfig,
-        kind: TaskKind = "regression",
-        info: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.config = config.resolved(kind)
-        self.kind = kind
-        self.info = dict(info or {})
+    def reset(self) -> None:
         self.replies: dict[int, Message] = {}
 
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
@@ -75,36 +56,14 @@ class SingleTask(Workflow):
         self.replies = dict(state["replies"])
 
 
-class GlobalModel(Workflow):
-    """One model for all tasks: ``min_w Σ_i (1/n_i) Σ_j ℓ(y_ij, wᵀx_ij) + (λ/2)‖w‖²``.
-
-    Parameters
-    ----------
-    config
-        Loss and λ.
-    train_sets
-        ``(X_i, y_i)`` training arrays of every task, in member order (pooled at the server).
-    kind
-        ``"regression"`` or ``"classification"``.
-    info
-        Entries copied into the summary as they are (e.g. how λ was chosen).
-    """
+class GlobalModel(OneShot):
+    """One model for all tasks: ``min_w Σ_i (1/n_i) Σ_j ℓ(y_ij, wᵀx_ij) + (λ/2)‖w‖²``, on the
+    tasks' ``train_sets`` pooled at the server; parameters as
+    :class:`~consortium.algorithms.mtl.evaluation.OneShot`."""
 
     name = "global_model"
-    num_rounds = 1
-    progress_keys = ("objective",)
 
-    def __init__(
-        self,
-        config: SingleModelConfig,
-        train_sets: Sequence[tuple[np.ndarray, np.ndarray]],
-        kind: TaskKind = "regression",
-        info: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.config = config.resolved(kind)
-        self.train_sets = list(train_sets)
-        self.kind = kind
-        self.info = dict(info or {})
+    def reset(self) -> None:
         self.w: np.ndarray | None = None
         self.solve: dict[str, Any] = {}
 

@@ -10,54 +10,33 @@ arrays in its constructor, solves on the server in round 1 (no communication), a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from consortium.algorithms.mtl.config import MTRLConfig
 from consortium.algorithms.mtl.dmtrl import correlation_summary, model_arrays
-from consortium.algorithms.mtl.evaluation import evaluate_models, task_scores
+from consortium.algorithms.mtl.evaluation import OneShot, evaluate_models, task_scores
 from consortium.algorithms.mtl.solvers import fit_mtrl
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
-from consortium.core.workflow import Workflow
 
 
-class CentralisedMTRL(Workflow):
+class CentralisedMTRL(OneShot):
     """Alternating exact W-steps and closed-form Ω-steps on the pooled data (Zhang & Yeung).
 
-    Parameters
-    ----------
-    config
-        See :class:`~consortium.algorithms.mtl.config.MTRLConfig`.
-    train_sets
-        ``(X_i, y_i)`` training arrays of every task, in member order.
-    kind
-        ``"regression"`` or ``"classification"``.
-    true_correlation
-        Known task correlation (synthetic data), for the summary and the plots.
-    info
-        Entries copied into the summary as they are (e.g. how λ was chosen).
+    ``config`` is an :class:`~consortium.algorithms.mtl.config.MTRLConfig`; ``true_correlation``
+    the known task correlation (synthetic data) for the summary and the plots; the rest as
+    :class:`~consortium.algorithms.mtl.evaluation.OneShot`.
     """
 
     name = "mtrl_centralised"
-    num_rounds = 1
-    progress_keys = ("objective",)
 
-    def __init__(
-        self,
-        config: MTRLConfig,
-        train_sets: Sequence[tuple[np.ndarray, np.ndarray]],
-        kind: Literal["regression", "classification"] = "regression",
-        true_correlation: np.ndarray | None = None,
-        info: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.config = config.resolved(kind)
-        self.train_sets = list(train_sets)
-        self.kind = kind
+    def __init__(self, *args: Any, true_correlation: np.ndarray | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
         self.true_correlation = true_correlation
-        self.info = dict(info or {})
+
+    def reset(self) -> None:
         self.w: np.ndarray | None = None
         self.omega: np.ndarray | None = None
         self.solve: dict[str, Any] = {}

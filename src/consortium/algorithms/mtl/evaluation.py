@@ -7,7 +7,7 @@ mean scores. One code path for all four methods keeps their numbers comparable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -16,6 +16,7 @@ from consortium.algorithms.mtl.client import EVALUATE
 from consortium.core.grid import Grid
 from consortium.core.message import Message, Scalar
 from consortium.core.validation import ReplySpec
+from consortium.core.workflow import Workflow
 from consortium.metrics.mtl import ClassificationStats, RegressionStats
 
 TaskKind = Literal["regression", "classification"]
@@ -89,3 +90,40 @@ def member_values(replies: Mapping[int, Message], key: str, num_clients: int) ->
     if len(replies) != num_clients or any(key not in r.metrics for r in replies.values()):
         return None
     return np.array([replies[c].metrics[key] for c in range(num_clients)])
+
+
+class OneShot(Workflow):
+    """Base of the multi-task references solved in one server step (single-task learning, one
+    global model, centralised MTRL).
+
+    Parameters
+    ----------
+    config
+        The method's options; its loss is fixed here for tasks of ``kind``.
+    kind
+        ``"regression"`` or ``"classification"``.
+    info
+        Entries copied into the summary as they are (e.g. how λ was chosen).
+    train_sets
+        ``(X_i, y_i)`` training arrays of every task, in member order, for the references that
+        pool them at the server (a simulation-only shortcut; empty for single-task learning).
+    """
+
+    num_rounds = 1
+    progress_keys: tuple[str, ...] = ("objective",)
+
+    def __init__(
+        self,
+        config: Any,
+        kind: Literal["regression", "classification"] = "regression",
+        info: Mapping[str, Any] | None = None,
+        train_sets: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    ) -> None:
+        self.config = config.resolved(kind)
+        self.kind = kind
+        self.info = dict(info or {})
+        self.train_sets = list(train_sets)
+        self.reset()
+
+    def reset(self) -> None:
+        """Set the state a fresh run starts from."""

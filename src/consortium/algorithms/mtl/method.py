@@ -87,7 +87,9 @@ def _build_dmtrl(ctx: MethodContext, opts: DMTRLConfig) -> tuple[Workflow, Clien
 def _build_mtrl(ctx: MethodContext, opts: MTRLConfig) -> tuple[Workflow, ClientApp]:
     cfg, info = _mtrl(ctx, opts)
     data = _data(ctx)
-    wf = CentralisedMTRL(cfg, data.train_sets(), data.kind, data.true_correlation, info)
+    wf = CentralisedMTRL(
+        cfg, data.kind, info, data.train_sets(), true_correlation=data.true_correlation
+    )
     return wf, mtl_client_app()
 
 
@@ -114,7 +116,7 @@ def _build_single(ctx: MethodContext, opts: SingleModelConfig) -> tuple[Workflow
 def _build_global(ctx: MethodContext, opts: SingleModelConfig) -> tuple[Workflow, ClientApp]:
     cfg, info = _single_model(ctx, opts, "global_model")
     data = _data(ctx)
-    return GlobalModel(cfg, data.train_sets(), data.kind, info), mtl_client_app()
+    return GlobalModel(cfg, data.kind, info, data.train_sets()), mtl_client_app()
 
 
 register_method(

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from consortium.algorithms.base.supervised import supervised_client_app
-from consortium.algorithms.reference.centralised import Centralised, CentralisedConfig
-from consortium.algorithms.reference.standalone import (
-    Standalone,
-    StandaloneConfig,
+from consortium.algorithms.base.supervised import (
     add_standalone_handler,
     standalone_client_app,
+    supervised_client_app,
 )
+from consortium.algorithms.reference.centralised import Centralised, CentralisedConfig
+from consortium.algorithms.reference.standalone import Standalone, StandaloneConfig
 from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
 from consortium.core.client import ClientApp
 

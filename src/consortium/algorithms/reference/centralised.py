@@ -8,7 +8,6 @@ per-member accuracies are comparable with the federated methods'.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,10 +18,10 @@ from consortium.algorithms.base.supervised import (
     ModelFn,
     ScratchModel,
     ServerEvaluator,
-    client_accuracy_summary,
-    evaluate_on_clients,
+    final_summary,
     initial_arrays,
 )
+from consortium.algorithms.base.workflow import ModelState
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
 from consortium.core.sampling import derive_seed
@@ -37,7 +36,7 @@ class CentralisedConfig(TrainingConfig):
     evaluate_clients: bool = Field(True, description="evaluate the final model on member views")
 
 
-class Centralised(Workflow):
+class Centralised(ModelState, Workflow):
     """Pooled training on ``x[indices]``; evaluation on the server test set each round."""
 
     name = "centralised"
@@ -81,16 +80,4 @@ class Centralised(Workflow):
         return {"train_loss": fit["train_loss"], **self.evaluator(self.weights)}
 
     def finish(self, grid: Grid) -> dict[str, Any]:
-        summary: dict[str, Any] = dict(self.evaluator(self.weights))
-        if self.config.evaluate_clients:
-            summary.update(client_accuracy_summary(evaluate_on_clients(grid, self.weights)))
-        return summary
-
-    def final_arrays(self) -> Arrays:
-        return self.weights
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.weights = dict(state["weights"])
+        return final_summary(self.evaluator, grid, self.weights, self.config.evaluate_clients)

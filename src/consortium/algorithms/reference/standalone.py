@@ -20,19 +20,14 @@ from pydantic import Field
 from consortium.algorithms.base.config import TrainingConfig
 from consortium.algorithms.base.supervised import (
     ModelFn,
-    ScratchModel,
     ServerEvaluator,
     client_accuracy_summary,
     initial_arrays,
-    supervised_client_app,
 )
-from consortium.core.client import ClientApp, ClientContext
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
 from consortium.core.workflow import Workflow
-from consortium.models.weights import get_arrays
-from consortium.training import LocalTrainConfig, evaluate, train_local
 
 
 class StandaloneConfig(TrainingConfig):
@@ -45,37 +40,6 @@ class StandaloneConfig(TrainingConfig):
         "test set (simulation only; dropped right after)",
     )
     chunk_size: int = Field(32, ge=1, description="members per exchange (models held at once)")
-
-
-def add_standalone_handler(app: ClientApp, model_fn: ModelFn, device: str = "auto") -> ClientApp:
-    """Register ``train_alone``: train from the received model, report own test metrics."""
-    scratch = ScratchModel(model_fn, device)
-
-    @app.on("train_alone")
-    def train_alone(msg: Message, ctx: ClientContext) -> Message:
-        model = scratch.load(msg.arrays)
-        cfg = LocalTrainConfig.from_config(msg.config)
-        data = ctx.data
-        fit = train_local(
-            model, data.x, data.y, data.train_indices, cfg, ctx.seed, device=scratch.device
-        )
-        test = evaluate(model, data.x, data.y, data.test_indices, device=scratch.device)
-        metrics = {
-            "train_loss": fit["train_loss"],
-            "num_train": fit["num_examples"],
-            "num_examples": test["num_examples"],
-        }
-        if test["num_examples"] > 0:
-            metrics.update(accuracy=test["accuracy"], loss=test["loss"])
-        arrays = get_arrays(model) if msg.config.get("return_model") else {}
-        return msg.reply(arrays=arrays, metrics=metrics)
-
-    return app
-
-
-def standalone_client_app(model_fn: ModelFn, device: str = "auto") -> ClientApp:
-    """Supervised handlers plus ``train_alone``."""
-    return add_standalone_handler(supervised_client_app(model_fn, device), model_fn, device)
 
 
 class Standalone(Workflow):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from consortium.algorithms.reference.standalone import standalone_client_app
+from consortium.algorithms.base.supervised import standalone_client_app
 from consortium.algorithms.registry import ActionContext, MethodContext
 from consortium.algorithms.unlearning.baselines import (
     FineTune,
