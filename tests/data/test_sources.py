@@ -141,7 +141,8 @@ def test_unknown_dataset_lists_the_known_ones():
 
 def test_registry_accepts_new_loaders(monkeypatch):
     available_datasets()  # built-ins loaded first, so the copy below holds them
-    monkeypatch.setattr(registry, "_DATASETS", dict(registry._DATASETS))  # keep it clean
+    # keep the registry clean: the test's entries go into a copy
+    monkeypatch.setattr(registry._DATASETS, "_items", dict(registry._DATASETS._items))
     tiny = Dataset("tiny", np.zeros((2, 1, 1, 1), np.float32), np.array([0, 1]), 2)
     register_loader("Tiny-Set", lambda path: DatasetSplits(tiny, None))
     assert "tiny_set" in available_datasets()

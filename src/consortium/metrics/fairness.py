@@ -1,6 +1,7 @@
 """Fairness of model rewards: is what a member gets commensurate with what it gave?
 
-Three numbers, the ones the fair-reward literature reports (papers.md §1(e), §6.1):
+Three numbers, the ones the fair-reward literature reports (Aequa, CGSV and IAFL; see
+docs/methods/aequa.md):
 
 * **Pearson ρ** between members' contributions and the accuracies of the models they were
   rewarded with (Aequa, CGSV, CFFL). It is undefined when either side has no variance: when

@@ -1,4 +1,5 @@
-"""From contributions to widths: Aequa's reward allocation (papers.md 1(b).3).
+"""From contributions to widths: Aequa's reward allocation (Tastan et al., ICML 2025, Sec. 4.2
+and Eq. 3, as reconstructed in docs/methods/aequa.md).
 
 The paper's Eq. 3 could not be read; what is known is its intent: rewards commensurate with
 contributions, the top contributor gets the best (full) model, every reward inside the

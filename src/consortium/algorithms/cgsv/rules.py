@@ -1,4 +1,4 @@
-"""CGSV's reward rules as pure functions (Xu, Lyu et al., NeurIPS 2021; papers.md 1(d)).
+"""CGSV's reward rules as pure functions (Xu, Lyu et al., NeurIPS 2021; docs/methods/aequa.md).
 
 As implemented in the authors' code (read, not copied): updates are rescaled to norm Γ; the
 aggregate is their weighted sum (data-size weights in the first round, reputations after);

@@ -1,5 +1,5 @@
-"""IAFL's reward rules as pure functions (papers.md 1(d); the authors' ``main_IAFL.py``, read,
-not copied).
+"""IAFL's reward rules as pure functions (Wu et al., ICLR 2024; docs/methods/aequa.md; the
+authors' ``main_IAFL.py``, read, not copied).
 
 ``γ_i = min(p_i / max_j p_j, 1)``; member ``i`` is rewarded with the plain average of its own
 update (when it trained this round) and ``⌈γ_i^(1−κ)·(|joined| − 1)⌉`` updates of other

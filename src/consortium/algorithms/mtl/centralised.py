@@ -1,10 +1,11 @@
 """Centralised MTRL: the same objective as DMTRL, solved on the pooled data to high precision.
 
-The reference DMTRL must converge to (papers.md §6.3: "distributed solution equals the
-centralized MTRL solution, same λ's, to solver tolerance"). Pooling is exactly what members
-refuse, so this is a simulation-only reference: the workflow receives every task's training
-arrays in its constructor, solves on the server in round 1 (no communication), and in
-``finish`` sends each member its model for scoring, the same way DMTRL's models are scored.
+The reference DMTRL must converge to (Liu, Pan & Ho, KDD 2017; docs/methods/dmtrl.md: the
+distributed solution equals the centralised MTRL solution, same λ's, to solver tolerance).
+Pooling is exactly what members refuse, so this is a simulation-only reference: the workflow
+receives every task's training arrays in its constructor, solves on the server in round 1 (no
+communication), and in ``finish`` sends each member its model for scoring, the same way
+DMTRL's models are scored.
 """
 
 from __future__ import annotations

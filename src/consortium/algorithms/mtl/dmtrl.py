@@ -1,7 +1,7 @@
 """DMTRL as a workflow: W-step rounds of a primal-dual exchange, Ω-steps at the server.
 
 Liu, Pan & Ho, *Distributed Multi-Task Relationship Learning*, KDD 2017 (arXiv 1612.04022),
-as reconstructed in papers.md §4(b) from MTRL (Zhang & Yeung, UAI 2010) and CoCoA+/MOCHA.
+as reconstructed in docs/methods/dmtrl.md from MTRL (Zhang & Yeung, UAI 2010) and CoCoA+/MOCHA.
 One task per member. Each round:
 
 1. the server sends member ``i`` its own model ``w_i`` (d floats);

@@ -1,6 +1,6 @@
 """The MTRL objective, its dual, the Ω-step and the local dual solver (pure numpy, no messages).
 
-Objective (papers.md §4(b); Zhang & Yeung, UAI 2010), ``W = [w_1 … w_m]`` (``d × m``)::
+Objective (Zhang & Yeung, UAI 2010; docs/methods/dmtrl.md), ``W = [w_1 … w_m]`` (``d × m``)::
 
     P(W, Ω) = Σ_i (1/n_i) Σ_j ℓ(y_ij, w_iᵀ x_ij) + (λ1/2) ‖W‖² + (λ2/2) tr(W Ω⁻¹ Wᵀ)
     s.t.  Ω ⪰ ε I,  tr Ω = 1                      (ε: the eigenvalue floor, ``omega_floor``)
@@ -108,7 +108,7 @@ def _floored_simplex(s: np.ndarray, floor: float) -> np.ndarray:
 
 
 def sigma_bound(k: np.ndarray, rule: SigmaRule = "safe") -> float:
-    """Smallest safe σ' for *adding* the members' updates (papers.md §4(b)).
+    """Smallest safe σ' for *adding* the members' updates (docs/methods/dmtrl.md).
 
     ``safe``: ``λ_max(D^{-1/2} K D^{-1/2})`` with ``D = diag(K)``, the tight bound under which
     the members' separable subproblems lower-bound the true dual; ``rowsum``: MOCHA's cheaper
@@ -148,7 +148,7 @@ def local_sdca(
     ``G_i(Δα) = -(1/n) Σ_j ℓ*(-α_j - Δα_j) - w_iᵀ Δu - (scale/2) ‖Δu‖²``, ``Δu = Xᵀ Δα / n``,
 
     with ``scale = σ' K_ii``; coordinates are drawn uniformly with replacement (SDCA/CoCoA).
-    Each step maximises ``G_i`` exactly in one coordinate (closed forms of papers.md §4(b)).
+    Each step maximises ``G_i`` exactly in one coordinate (closed forms in docs/methods/dmtrl.md).
 
     Returns
     -------
