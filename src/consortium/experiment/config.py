@@ -11,8 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from consortium.core.rundir import check_run_name
 from consortium.training import LocalTrainConfig
 
 
@@ -125,6 +133,7 @@ class UnlearnSection(Section):
     client_id: int | None = Field(None, ge=0, description="member whose data is forgotten")
     sample_ids: list[int] = Field(default_factory=list, description="pool ids (samples requests)")
     source: str = Field("fedavg", description="method folder whose model.npz is unlearned")
+    _plain_source = field_validator("source")(lambda v: check_run_name(v, "source"))
     methods: list[str] = Field(default_factory=lambda: list(UNLEARNING_METHODS), min_length=1)
     score: Literal["ablation", "taylor", "tfidf"] = "ablation"
     retain_fraction: float = Field(1.0, gt=0, le=1, description="share of retained data per round")
@@ -164,6 +173,7 @@ class Experiment(Section):
     """A whole experiment: data, model, training, federation and the methods to compare."""
 
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    _plain_name = field_validator("name")(lambda v: check_run_name(v, "name"))
     seed: int = Field(0, ge=0)
     methods: list[str] = Field(default_factory=lambda: ["fedavg"], min_length=1)
     output_dir: str = "runs"

@@ -4,7 +4,7 @@ Run folder::
 
     RUN_DIR/config.toml, config.json   the resolved configuration (re-runnable as is)
     RUN_DIR/partition.txt              members' train/test sizes and classes
-    RUN_DIR/<method>/                  metrics.jsonl, summary.json, checkpoint.pkl, model.npz
+    RUN_DIR/<method>/                  metrics.jsonl, summary.json, checkpoint.npz, model.npz
     RUN_DIR/summary.{json,md}          one row per method
     RUN_DIR/accuracy.png, client_accuracy.png
 """
@@ -12,7 +12,6 @@ Run folder::
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import tomli_w
 from rich.console import Console
 
 from consortium.core.run import RunResult, load_checkpoint, run_workflow
+from consortium.core.rundir import RunDirLock, claim_run_dir
 from consortium.data import DatasetSplits, FederatedData, build_federated_data
 from consortium.experiment.config import ConfigError, Experiment
 from consortium.experiment.methods import Env, get_method
@@ -80,26 +80,26 @@ def federate(exp: Experiment, dataset: str | DatasetSplits) -> FederatedData:
     )
 
 
-def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two different runs in one folder."""
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise ConfigError(
-            f"{out} already holds a run: pass --resume to continue it or --overwrite to start over"
-        )
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if resume and (out / "config.json").exists():
-        saved = json.loads((out / "config.json").read_text())
-        current = json.loads(json.dumps(exp.to_toml_dict()))
-        if {k: v for k, v in saved.items() if k != "methods"} != {
-            k: v for k, v in current.items() if k != "methods"
-        }:
-            raise ConfigError(
-                f"{out}: --resume with a configuration that differs from the saved one"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(tomli_w.dumps(exp.to_toml_dict()))
-    (out / "config.json").write_text(json.dumps(exp.to_toml_dict(), indent=2))
+def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -> RunDirLock:
+    """Refuse to mix two different runs in one folder; returns the folder's lock (held by
+    this process until released: see :mod:`consortium.core.rundir`)."""
+    lock = claim_run_dir(out, resume=resume, overwrite=overwrite)
+    try:
+        if resume and (out / "config.json").exists():
+            saved = json.loads((out / "config.json").read_text())
+            current = json.loads(json.dumps(exp.to_toml_dict()))
+            if {k: v for k, v in saved.items() if k != "methods"} != {
+                k: v for k, v in current.items() if k != "methods"
+            }:
+                raise ConfigError(
+                    f"{out}: --resume with a configuration that differs from the saved one"
+                )
+        (out / "config.toml").write_text(tomli_w.dumps(exp.to_toml_dict()))
+        (out / "config.json").write_text(json.dumps(exp.to_toml_dict(), indent=2))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def write_family_reports(methods: list[str], run_dir: Path) -> None:
@@ -125,7 +125,13 @@ def run_experiment(
     """Run every method of ``exp``; returns results and the summaries written to disk."""
     console = console or Console()
     run_dir = Path(out) if out is not None else Path(exp.output_dir) / exp.name
-    prepare_run_dir(exp, run_dir, resume, overwrite)
+    with prepare_run_dir(exp, run_dir, resume, overwrite):
+        return _run_methods(exp, run_dir, resume=resume, progress=progress, console=console)
+
+
+def _run_methods(
+    exp: Experiment, run_dir: Path, *, resume: bool, progress: bool, console: Console
+) -> ExperimentResult:
     data = build_data(exp)
     table = data.report_table()
     with open(run_dir / "partition.txt", "w") as fh:

@@ -13,7 +13,6 @@ method trained it (FedAvg, Aequa, ...).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ from consortium.algorithms.unlearning import (
     UnlearningRequest,
     add_unlearning_handlers,
 )
-from consortium.core.run import run_workflow, write_json
+from consortium.core.run import load_checkpoint, run_workflow, write_json
+from consortium.core.rundir import claim_run_dir
 from consortium.core.workflow import Workflow
 from consortium.experiment.config import ConfigError, Experiment, UnlearnSection
 from consortium.experiment.methods import Env
@@ -185,11 +185,23 @@ def run_unlearning(
         raise ConfigError(f"{model_file}: no saved model (did the {section.source!r} run finish?)")
     request = request_of(section)
     dest = Path(out) if out is not None else run_dir / f"unlearn-{request.tag}"
-    if dest.exists() and any(dest.iterdir()) and not (resume or overwrite):
-        raise ConfigError(f"{dest} already holds results: pass --resume or --overwrite")
-    if overwrite and dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    with claim_run_dir(dest, resume=resume, overwrite=overwrite, what="unlearning results"):
+        return _unlearn(
+            exp, section, model_file, dest, resume=resume, progress=progress, console=console
+        )
+
+
+def _unlearn(
+    exp: Experiment,
+    section: UnlearnSection,
+    model_file: Path,
+    dest: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    console: Console,
+) -> dict[str, dict[str, Any]]:
+    request = request_of(section)
     (dest / "request.json").write_text(json.dumps(section.model_dump(), indent=2))
     with np.load(model_file) as saved:
         weights = {k: saved[k] for k in saved.files}
@@ -231,7 +243,7 @@ def run_unlearning(
             workflow,
             grid,
             run_dir=method_dir,
-            resume=resume and (method_dir / "checkpoint.pkl").exists(),
+            resume=resume and load_checkpoint(method_dir) is not None,
             progress=progress,
             description=name,
         )
