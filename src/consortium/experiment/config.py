@@ -95,6 +95,7 @@ class FederationSection(Section):
         None, gt=0, description="replies above this size are rejected"
     )
     eval_every: int = Field(1, ge=1)
+    member_timeout: float | None = Field(None, gt=0, description="seconds a member may take")
     runtime: Literal["local", "flower-simulation"] = Field(
         "local", description="local (in-process) | flower-simulation (Ray; consortium[flower])"
     )

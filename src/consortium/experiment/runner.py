@@ -174,6 +174,7 @@ def _run_methods(
             failure_rate=fed.failure_rate,
             min_replies=fed.min_replies,
             max_reply_bytes=None if fed.max_reply_mb is None else int(fed.max_reply_mb * 1e6),
+            member_timeout=fed.member_timeout,
         )
         results[name] = run_workflow(
             workflow,

@@ -237,6 +237,7 @@ def _unlearn(
             seed=exp.seed,
             failure_rate=exp.federation.failure_rate,
             min_replies=exp.federation.min_replies,
+            member_timeout=exp.federation.member_timeout,
         )
         method_dir = dest / name
         result = run_workflow(
