@@ -19,6 +19,7 @@ pytest.importorskip("flwr")
 from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.common import serde
+from flwr.proto.node_pb2 import NodeInfo
 from flwr.supercore.task_identity import TaskIdentity
 
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
@@ -53,6 +54,7 @@ from consortium.runtime.flower.experiment import (
     experiment_server_run,
 )
 from consortium.runtime.flower.records import Envelope, load_state, save_state
+from consortium.runtime.flower.security import RosterError, read_roster, write_roster
 from consortium.training import LocalTrainConfig
 
 
@@ -87,9 +89,15 @@ class FakeFlowerGrid:
         self.dead: set[int] = set()
         self.pending: dict[str, FlowerMessage] = {}
         self.types: list[str] = []
+        self.received: dict[int, list[str]] = {}
 
     def get_node_ids(self):
         return list(self.contexts)
+
+    def get_nodes(self):
+        """What Flower's grid says of each node: its id and the public key it registered."""
+        keys = getattr(self, "keys", {})
+        return [NodeInfo(node_id=n, public_key=keys.get(n, b"")) for n in self.contexts]
 
     def node_of(self, partition):
         return next(
@@ -113,6 +121,7 @@ class FakeFlowerGrid:
             del self.pending[mid]
             ctx = self.contexts[msg.metadata.dst_node_id]
             self.types.append(msg.metadata.message_type)
+            self.received.setdefault(msg.metadata.dst_node_id, []).append(msg.metadata.message_type)
             received = FlowerMessage(metadata=msg.metadata, content=_wire(msg.content))
             reply = self.app(received, ctx)
             ctx.state = _wire(ctx.state)
@@ -187,11 +196,21 @@ def test_member_state_round_trips_through_node_records():
         "alpha": np.arange(6, dtype=np.float32).reshape(2, 3),
         "history": [1, 2, {"a": np.ones(2)}],
         7: "non-string key",
+        "pair": (1, np.float32(2.5)),
+        "seen": {3, 1},
+        "big_endian": np.arange(3, dtype=">f8"),
     }
     records = RecordDict()
     save_state(records, state)
+    # data only: arrays and JSON text, nothing pickled that reading could execute
+    for record in records.config_records.values():
+        assert all(isinstance(v, str) for v in record.values())
     back = load_state(_wire(records))
     assert set(back) == set(state)
+    assert back["pair"] == (1, np.float32(2.5)) and type(back["pair"][1]) is np.float32
+    assert back["seen"] == {1, 3} and back["big_endian"].dtype == np.dtype(">f8")
+    with pytest.raises(TypeError, match="cannot hold"):
+        save_state(records, {"model": object()})
     assert back["alpha"].dtype == np.float32 and np.array_equal(back["alpha"], state["alpha"])
     assert back["count"] == 3 and isinstance(back["count"], int)
     assert back["flag"] is False and back[7] == "non-string key"
@@ -364,6 +383,93 @@ def test_a_misconfigured_federation_is_a_clear_error(flower_identity, configs, m
     grid = FlowerGrid(FakeFlowerGrid(app, configs), 2, connect_timeout=0.2)
     with pytest.raises(FederationError, match=match):
         grid.connect()
+
+
+# --- identity by the server operator's roster ---------------------------------------------
+
+
+def pem(key_file):
+    from cryptography.hazmat.primitives import serialization
+
+    public = serialization.load_ssh_public_key(key_file.read_bytes())
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.fixture
+def keyed_federation(tmp_path, flower_identity):
+    """Two members on the roster, each node registered with its own key, plus nodes a
+    roster does not know (an outsider claiming partition 0) or that lie about their id."""
+    keys = {name: write_node_key(tmp_path, name).public_key for name in ("m0", "m1", "out")}
+    roster = read_roster(write_roster(tmp_path / "roster.toml", {0: keys["m0"], 1: keys["m1"]}))
+
+    def build(nodes):  # [(key name, node config)]
+        app = flower_client_app(lambda s: Member(accumulate_app(), lambda c: None))
+        fake = FakeFlowerGrid(app, [config for _, config in nodes], seed=5)
+        fake.keys = {n: pem(keys[k]) for n, (k, _) in zip(fake.contexts, nodes, strict=True)}
+        fake.by_key = {k: n for n, (k, _) in zip(fake.contexts, nodes, strict=True)}
+        return fake
+
+    return roster, build
+
+
+def test_members_are_who_the_roster_says_not_what_nodes_declare(keyed_federation):
+    roster, build = keyed_federation
+    fake = build(
+        [
+            ("out", {"partition-id": 0, "num-partitions": 2}),  # first, and claims member 0
+            ("m1", {}),  # declares nothing: the roster knows it
+            ("m0", {"partition-id": 0, "num-partitions": 2}),
+        ]
+    )
+    grid = FlowerGrid(fake, 2, seed=1, min_replies=2, roster=roster)
+    assert grid.connect() == {0: fake.by_key["m0"], 1: fake.by_key["m1"]}
+    outsider = fake.by_key["out"]
+    assert "is not on the roster" in grid.refused[outsider]
+    result = run_workflow(Accumulate(), grid, progress=False)
+    assert all(r["replies"] == 2 for r in result.rounds)
+    assert outsider not in fake.received  # not even asked who it is
+    assert {"query.accumulate"} <= set(fake.received[fake.by_key["m0"]])
+
+
+def test_a_rostered_node_claiming_another_members_id_is_refused(keyed_federation):
+    roster, build = keyed_federation
+    fake = build([("m0", {"partition-id": 0}), ("m1", {"partition-id": 0})])
+    grid = FlowerGrid(fake, 2, roster=roster, connect_timeout=0.5)
+    with pytest.raises(FederationError, match=r"missing partition-ids \[1\]") as err:
+        grid.connect()
+    liar = fake.by_key["m1"]
+    assert f"node {liar} declares partition-id 0, but its key is member 1's" in str(err.value)
+    assert fake.received[liar] == ["query.consortium_identify"]
+
+
+def test_a_roster_must_match_the_run(keyed_federation, tmp_path):
+    roster, _ = keyed_federation
+    with pytest.raises(FederationError, match="roster lists members"):
+        FlowerGrid(FakeFlowerGrid(None, []), 3, roster=roster)
+    (tmp_path / "bad.toml").write_text('[members]\n0 = "ssh-ed25519 AAAA"\n')
+    with pytest.raises(RosterError, match="member 0"):
+        read_roster(tmp_path / "bad.toml")
+    key = write_node_key(tmp_path, "same").public_key
+    with pytest.raises(RosterError, match="same key"):
+        write_roster(tmp_path / "twice.toml", {0: key, 1: key})
+
+
+def test_without_a_roster_a_second_claim_is_refused_and_the_first_node_keeps_it(
+    flower_identity,
+):
+    app = flower_client_app(lambda s: Member(accumulate_app(), lambda c: None))
+    fake = FakeFlowerGrid(app, [*partitions(2), {"partition-id": 0, "num-partitions": 2}])
+    grid = FlowerGrid(fake, 2, min_replies=2)
+    nodes = grid.connect()
+    claimants = [n for n, c in fake.contexts.items() if c.node_config["partition-id"] == 0]
+    kept, refused = claimants if nodes[0] == claimants[0] else claimants[::-1]
+    assert nodes == {0: kept, 1: fake.node_of(1)}
+    assert list(grid.refused) == [refused]
+    assert "both serve partition-id 0" in grid.refused[refused]
+    result = run_workflow(Accumulate(), grid, progress=False)
+    assert all(r["replies"] == 2 for r in result.rounds)
 
 
 # --- experiment apps -----------------------------------------------------------------------
