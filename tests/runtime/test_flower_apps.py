@@ -580,3 +580,72 @@ def test_operator_commands_write_apps_certificates_and_keys(tmp_path, capsys):
     assert {p.name for p in (tmp_path / "c").iterdir()} >= {"ca.crt", "member-0.pub"}
     assert main(["app", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "x")]) == 2
     assert "no such experiment file" in capsys.readouterr().err
+
+
+# --- the Fleet gateway and the operator's deployment commands ------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # starlette's test client on anyio
+def test_the_gateway_forwards_fleet_calls_and_nothing_else():
+    import httpx
+    from starlette.testclient import TestClient
+
+    from consortium.runtime.flower.gateway import NOT_SERVED, fleet_gateway
+
+    seen = []
+
+    def superlink(request):
+        seen.append(request)
+        return httpx.Response(200, stream=httpx.ByteStream(b"pulled"), headers={"x-flower": "1"})
+
+    app = fleet_gateway("https://127.0.0.1:1", transport=httpx.MockTransport(superlink))
+    with TestClient(app) as client:
+        signed = {"x-flwr-signature": "sig", "connection": "close", "content-type": "a/b"}
+        reply = client.post("/v1/fleet/pull-messages", content=b"request", headers=signed)
+        assert (reply.status_code, reply.content) == (200, b"pulled")
+        assert reply.headers["x-flower"] == "1"
+        forwarded = seen[-1]
+        assert str(forwarded.url) == "https://127.0.0.1:1/v1/fleet/pull-messages"
+        assert forwarded.content == b"request"
+        assert forwarded.headers["x-flwr-signature"] == "sig"  # node auth passes through
+        assert forwarded.headers["content-type"] == "a/b"
+        for method, path in [
+            ("POST", "/v1/control/start-run"),
+            ("POST", "/v1/control/register-node"),
+            ("POST", "/v1/runtime/acquire-task"),
+            ("GET", "/v1/fleet/pull-messages"),
+            ("POST", "/v1/fleet/pull-messages?debug=1"),
+            ("POST", "/v1/fleet/a/../../control/start-run"),
+            ("POST", "/v1/fleet/%2e%2e/control/start-run"),
+            ("POST", "/v1/fleet/Pull-Messages"),
+            ("GET", "/docs"),
+        ]:
+            reply = client.request(method, path)
+            assert (reply.status_code, reply.text) == (404, NOT_SERVED), path
+    assert len(seen) == 1
+
+
+def test_the_superlink_command_refuses_a_public_control_api(capsys):
+    from consortium.cli import main
+
+    for host in ("0.0.0.0", "10.1.2.3", "link.example.org"):
+        assert main(["flower", "superlink", "--host", host, "--insecure"]) == 2
+        err = capsys.readouterr().err
+        assert "Control API" in err and "--public-control-api" in err
+        assert len(err.strip().splitlines()) == 1
+    assert main(["flower", "superlink", "--certificates", "/nonexistent"]) == 2
+    assert "missing /nonexistent/ca.crt" in capsys.readouterr().err
+
+
+def test_the_roster_command_writes_what_the_server_reads(tmp_path, capsys):
+    from consortium.cli import main
+
+    keys = [write_node_key(tmp_path, f"member-{i}").public_key for i in range(2)]
+    path = tmp_path / "roster.toml"
+    assert main(["flower", "roster", str(path), f"0={keys[0]}", f"1={keys[1]}"]) == 0
+    roster = read_roster(path)
+    assert roster.members == [0, 1] and roster.member_of(keys[1].read_text()) == 1
+    assert roster.member_of(pem(keys[0])) == 0  # as Flower stores it
+    assert main(["flower", "roster", str(path), "zero=x.pub"]) == 2
+    assert main(["flower", "roster", str(path), f"0={keys[0]}", f"1={keys[0]}"]) == 2
+    assert "same key" in capsys.readouterr().err

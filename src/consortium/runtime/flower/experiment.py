@@ -18,6 +18,8 @@ run config key      meaning
 ``reply-timeout``   seconds to wait for one exchange's replies (0: until Flower reports them)
 ``connect-timeout`` seconds to wait for every member's SuperNode to join
 ``resume``          continue the run in ``run-dir`` from its last checkpoint
+``roster``          the server's roster file: member id = registered SuperNode key (a
+                    deployment maps nodes to members by it; empty: by their partition-id)
 =================== ==========================================================================
 
 Each SuperNode says which member it is with ``--node-config``:
@@ -209,6 +211,7 @@ def write_flower_app(
     connect_timeout: float = 300.0,
     resume: bool = False,
     data_path: str | None = None,
+    roster: str | Path | None = None,
 ) -> Path:
     """Write a Flower app folder that runs ``method`` of ``experiment`` with ``flwr run``.
 
@@ -223,7 +226,7 @@ def write_flower_app(
     run_dir
         The server's run folder; relative paths are resolved on the SuperLink's machine from
         its working folder (default: ``OUTPUT_DIR/NAME/METHOD`` there).
-    reply_timeout, connect_timeout, resume, data_path
+    reply_timeout, connect_timeout, resume, data_path, roster
         Run config defaults (see the module docs); ``flwr run --run-config`` overrides them.
 
     Returns
@@ -242,6 +245,7 @@ def write_flower_app(
         "reply-timeout": float(reply_timeout),
         "connect-timeout": float(connect_timeout),
         "resume": bool(resume),
+        "roster": "" if roster is None else str(roster),
     }
     project = {
         "project": {
