@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import tomli_w
 pytest.importorskip("flwr")
 import httpx
 
+import consortium
 from consortium.core import run_workflow
 from consortium.experiment import experiment_from_dict
 from consortium.experiment.methods import Env, get_method
@@ -40,6 +42,7 @@ from consortium.runtime.flower import (
     write_tls_certificates,
 )
 from consortium.runtime.flower.gateway import NOT_SERVED
+from consortium.runtime.flower.loopback import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -495,3 +498,76 @@ def test_outsiders_get_no_member_message_and_a_false_claim_is_refused(tls_federa
     lines, _, arrays = read_run(tmp_path / "run")
     assert [(r["replies"], r["failures"]) for r in lines] == [(3, {}), (3, {})]
     assert_same_model(expected.final_arrays, arrays)
+
+
+def _wait_port(port, proc, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the command exited"
+        if _listening_addresses(port):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(port)
+
+
+def test_the_superlink_command_runs_the_documented_deployment(tmp_path, offline_env):
+    """`consortium flower superlink`: SuperLink on loopback, members admitted through the
+    gateway, both stopped with the command."""
+    certs = write_tls_certificates(tmp_path / "certs")
+    port, fleet = free_port(), free_port()
+    home = tmp_path / "operator"
+    (home / ".flwr").mkdir(parents=True)
+    connection = {"address": f"127.0.0.1:{port}", "root-certificates": str(certs.ca_cert)}
+    (home / ".flwr" / "config.toml").write_text(
+        tomli_w.dumps({"superlink": {"default": "link", "link": connection}})
+    )
+    env = {**os.environ, **OFFLINE, "HOME": str(home), "FLWR_HOME": str(home / ".flwr")}
+    src = str(Path(consortium.__file__).parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+    bin_dir = Path(sys.executable).parent
+    command = [sys.executable, "-m", "consortium.cli", "flower", "superlink"]
+    command += ["--certificates", str(certs.ca_cert.parent), "--port", str(port)]
+    command += ["--fleet-host", "127.0.0.1", "--fleet-port", str(fleet)]
+    log = open(tmp_path / "superlink-command.log", "wb")  # noqa: SIM115 (closed below)
+    link = subprocess.Popen(
+        command, env=env, cwd=home, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+    )
+    node = None
+    try:
+        _wait_port(port, link)
+        _wait_port(fleet, link)
+        assert _listening_addresses(port) == {"0100007F"}
+        key = write_node_key(tmp_path / "keys", "member-0")
+        flwr = [str(bin_dir / "flwr")]
+        done = subprocess.run(
+            [*flwr, "supernode", "register", str(key.public_key), "link"],
+            env=env, cwd=home, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        member = [str(bin_dir / "flower-supernode"), "--superlink", f"127.0.0.1:{fleet}"]
+        member += ["--root-certificates", str(certs.ca_cert)]  # it dials the gateway
+        member += ["--auth-supernode-private-key", str(key.private_key)]
+        member += ["--host", "127.0.0.1", "--port", str(free_port())]
+        node = subprocess.Popen(
+            member, env=env, cwd=home, start_new_session=True, stdout=log, stderr=log
+        )
+        deadline, status = time.monotonic() + 120, []
+        while time.monotonic() < deadline and status != ["online"]:
+            listed = subprocess.run(
+                [*flwr, "supernode", "list", "link", "--format", "json"],
+                env=env, cwd=home, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            status = [n["status"] for n in json.loads(listed.stdout or "{}").get("nodes", [])]
+            time.sleep(1)
+        assert status == ["online"]
+    finally:
+        for proc in (node, link):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        log.close()
+    assert not _listening_addresses(port) and not _listening_addresses(fleet)
