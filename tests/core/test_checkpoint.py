@@ -57,6 +57,7 @@ STATE = {
         "bn.num_batches_tracked": np.array(5, np.int64),
         "big_endian": np.arange(3, dtype=">f8"),
         "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "strided": np.arange(20, dtype=np.int16)[::3],
         "empty": np.zeros((0, 3), np.float16),
         "mask": np.array([True, False]),
         "complex": np.array([1 + 2j], np.complex64),
@@ -175,7 +176,8 @@ def test_a_consistent_forgery_of_the_layout_is_refused(tmp_path):
             {"format": FORMAT, "version": VERSION, "arrays": arrays, "state": state}
         ).encode()
         path = tmp_path / "forged.npz"
-        path.write_bytes(_pack(manifest, data))
+        sealed, digest = _pack([memoryview(manifest)], [memoryview(data)])
+        path.write_bytes(bytes(sealed) + digest)
         return path
 
     cases = {

@@ -194,34 +194,51 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     layout, chunks, offset = [], [], 0
     for array in arrays:
         order = _order(array)
-        raw = array.tobytes(order=order)
-        layout.append([array.dtype.str, list(array.shape), order, offset, len(raw)])
+        raw = _raw_bytes(array, order)
+        layout.append([array.dtype.str, list(array.shape), order, offset, raw.nbytes])
         chunks.append(raw)
-        offset += len(raw)
+        offset += raw.nbytes
     manifest = json.dumps(
         {"format": FORMAT, "version": VERSION, "arrays": layout, "state": tree},
         allow_nan=False,
         separators=(",", ":"),
     ).encode()
+    sealed, digest = _pack([memoryview(manifest)], chunks)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(_pack(manifest, b"".join(chunks)))
+    with open(tmp, "wb") as fh:
+        fh.write(sealed)
+        fh.write(digest)
     os.replace(tmp, path)
 
 
-def _pack(manifest: bytes, data: bytes) -> bytes:
-    """The file's bytes: a zip of the two entries, sealed with the SHA-256 of all of it."""
+def _raw_bytes(array: np.ndarray, order: str) -> memoryview:
+    """The array's bytes in ``order`` without a copy when its memory already is in order."""
+    source = array.T if order == "F" else array
+    if not source.flags.c_contiguous:
+        source = np.ascontiguousarray(source)
+    return memoryview(source.reshape(-1).view(np.uint8))
+
+
+def _pack(manifest: list[memoryview], data: list[memoryview]) -> tuple[memoryview, bytes]:
+    """A zip of the two entries (each one ``.npy`` of uint8, written chunk by chunk), and the
+    SHA-256 (hex) of all of it, which ends the zip's comment: the file is ``sealed + digest``.
+    """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for name, payload in (("manifest", manifest), ("data", data)):
+        for name, chunks in (("manifest", manifest), ("data", data)):
             with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.frombuffer(payload, np.uint8), allow_pickle=False)
+                total = sum(c.nbytes for c in chunks)
+                header = {"descr": "|u1", "fortran_order": False, "shape": (total,)}
+                np.lib.format.write_array_header_2_0(fh, header)
+                for chunk in chunks:
+                    fh.write(chunk)
         archive.comment = _SEAL + b"0" * _DIGEST_LEN
-    sealed = buffer.getvalue()[:-_DIGEST_LEN]
-    return sealed + hashlib.sha256(sealed).hexdigest().encode()
+    sealed = buffer.getbuffer()[:-_DIGEST_LEN]
+    return sealed, hashlib.sha256(sealed).hexdigest().encode()
 
 
-def _arrays(layout: Any, data: bytes) -> list[np.ndarray]:
+def _arrays(layout: Any, data: np.ndarray) -> list[np.ndarray]:
     if type(layout) is not list:
         raise CheckpointError("malformed array table")
     out = []
@@ -241,7 +258,7 @@ def _arrays(layout: Any, data: bytes) -> list[np.ndarray]:
             type(offset) is not int
             or type(size) is not int
             or size != count * dtype.itemsize
-            or not 0 <= offset <= len(data) - size
+            or not 0 <= offset <= data.nbytes - size
         ):
             raise CheckpointError(f"array entry {entry!r} does not fit the data")
         flat = np.frombuffer(data, dtype, count, offset) if count else np.empty(0, dtype)
@@ -279,7 +296,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for name, value in entries.items():
         if value.dtype != np.uint8 or value.ndim != 1:
             raise CheckpointError(f"{path}: not a consortium checkpoint (entry {name!r})")
-    manifest, data = entries["manifest"].tobytes(), entries["data"].tobytes()
+    manifest, data = entries["manifest"].tobytes(), entries["data"]
     try:
         head = json.loads(manifest.decode())
     except (UnicodeDecodeError, ValueError) as err:
