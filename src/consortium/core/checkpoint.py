@@ -217,7 +217,7 @@ def _raw_bytes(array: np.ndarray, order: str) -> memoryview:
     source = array.T if order == "F" else array
     if not source.flags.c_contiguous:
         source = np.ascontiguousarray(source)
-    return memoryview(source.reshape(-1).view(np.uint8))
+    return source.reshape(-1).view(np.uint8).data
 
 
 def _pack(manifest: list[memoryview], data: list[memoryview]) -> tuple[memoryview, bytes]:

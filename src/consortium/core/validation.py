@@ -126,12 +126,12 @@ def check_message(message: object, kind: str, max_bytes: int | None = None) -> N
             raise InvalidReply(f"metric {name!r} is not a finite number: {value!r}")
         if name in SAMPLE_COUNTS and not 0 <= number <= MAX_COUNT:
             raise InvalidReply(f"metric {name!r} = {number!r} is not a sample count")
-    for key, value in message.config.items():
+    for key, setting in message.config.items():
         name = _name(key, "config")
-        if type(value) not in _CONFIG_TYPES:
-            raise InvalidReply(f"config {name!r} is a {type(value).__name__}, not a scalar")
-        if type(value) is float and not math.isfinite(value):
-            raise InvalidReply(f"config {name!r} is not finite: {value!r}")
+        if type(setting) not in _CONFIG_TYPES:
+            raise InvalidReply(f"config {name!r} is a {type(setting).__name__}, not a scalar")
+        if isinstance(setting, float) and not math.isfinite(setting):
+            raise InvalidReply(f"config {name!r} is not finite: {setting!r}")
     for key, array in message.arrays.items():
         name = _name(key, "array")
         if type(array) is not np.ndarray:

@@ -126,10 +126,10 @@ class LocalRuntime(Grid):
         if self.data_size is not None:
             return self.data_size(client_id)
         data = self.client_data(client_id)
-        parts = [getattr(data, name, None) for name in ("train_indices", "test_indices")]
-        if any(p is None for p in parts):
+        train, test = getattr(data, "train_indices", None), getattr(data, "test_indices", None)
+        if train is None or test is None:
             return None
-        return int(sum(len(p) for p in parts))
+        return len(train) + len(test)
 
     def start_round(self, rnd: int) -> None:
         super().start_round(rnd)
@@ -173,6 +173,7 @@ class _Guard:
         if self._sigint is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, self._on_sigint)
         if self._timer:
+            assert self.timeout is not None
             self._alarm = signal.signal(signal.SIGALRM, _on_timeout)
             self._start = time.monotonic()
             # Fires again every 0.5 s: a handler that swallows one timeout gets the next.
