@@ -385,6 +385,21 @@ def test_a_misconfigured_federation_is_a_clear_error(flower_identity, configs, m
         grid.connect()
 
 
+def test_sample_counts_over_flower_are_capped_at_what_the_server_knows(flower_identity):
+    app = ClientApp()
+
+    @app.on("count")
+    def count(msg, ctx):
+        return msg.reply(metrics={"num_examples": 1e6 if ctx.client_id == 0 else 3.0})
+
+    fake = FakeFlowerGrid(flower_client_app(lambda s: Member(app, lambda c: None)), partitions(2))
+    grid = FlowerGrid(fake, 2, data_sizes={0: 40, 1: 40})
+    grid.start_round(1)
+    replies = grid.send({0: Message("count"), 1: Message("count")}, expect=ReplySpec({}))
+    assert [r.metrics["num_examples"] for r in replies.values()] == [40.0, 3.0]
+    assert "capped at the member's 40 samples" in grid.record.capped[0]
+
+
 # --- identity by the server operator's roster ---------------------------------------------
 
 
@@ -518,6 +533,10 @@ def test_experiment_apps_build_both_sides_from_the_run_config(tmp_path):
     assert (server.num_clients, server.seed, server.min_replies) == (3, 4, 2)
     assert server.reply_timeout == 30 and server.workflow.name == "fedavg"
     assert server.run_dir == str(tmp_path / "run")
+    views = [
+        experiment_member(AppSettings(run_config, {"device": "cpu"})).data(c) for c in range(3)
+    ]
+    assert server.data_sizes == {c: v.num_train + v.num_test for c, v in enumerate(views)}
     member = experiment_member(AppSettings(run_config, {"partition-id": 1, "device": "cpu"}))
     assert set(member.app.kinds) == {"train", "evaluate"}
     assert member.data(1).num_train > 0

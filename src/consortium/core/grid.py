@@ -64,6 +64,18 @@ class RoundRecord:
 ExpectSpec = ReplySpec | Callable[[int], ReplySpec] | None
 
 
+def held_examples(data: Any) -> int | None:
+    """Samples a member's data holds (its train plus test views), when the data says.
+
+    The cap of the sample counts the member's replies may report; ``None`` for data that
+    has no ``train_indices`` / ``test_indices``.
+    """
+    train, test = getattr(data, "train_indices", None), getattr(data, "test_indices", None)
+    if train is None or test is None:
+        return None
+    return len(train) + len(test)
+
+
 class Grid(ABC):
     """Base of every runtime.
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from consortium.core.client import ClientApp, ClientContext
-from consortium.core.grid import Grid
+from consortium.core.grid import Grid, held_examples
 from consortium.core.message import Message
 from consortium.core.sampling import rng_for
 
@@ -125,11 +125,7 @@ class LocalRuntime(Grid):
     def declared_size(self, client_id: int) -> int | None:
         if self.data_size is not None:
             return self.data_size(client_id)
-        data = self.client_data(client_id)
-        train, test = getattr(data, "train_indices", None), getattr(data, "test_indices", None)
-        if train is None or test is None:
-            return None
-        return len(train) + len(test)
+        return held_examples(self.client_data(client_id))
 
     def start_round(self, rnd: int) -> None:
         super().start_round(rnd)

@@ -102,6 +102,8 @@ class ServerRun:
     description: str | None = None
     #: Member id -> registered node key; ``None``: the run config's ``roster`` file, if any.
     roster: Roster | None = None
+    #: Member id -> samples it holds, when the server knows (caps reported sample counts).
+    data_sizes: Mapping[int, int | None] | None = None
 
 
 ServerRunFactory = Callable[[AppSettings], ServerRun]
@@ -133,6 +135,7 @@ def flower_server_app(
             reply_timeout=run.reply_timeout,
             connect_timeout=run.connect_timeout,
             roster=roster,
+            data_sizes=run.data_sizes,
         )
         consortium_grid.connect()
         result = run_workflow(

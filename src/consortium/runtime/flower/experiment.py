@@ -44,6 +44,7 @@ from typing import Any
 
 import tomli_w
 
+from consortium.core.grid import held_examples
 from consortium.runtime.flower.apps import (
     AppSettings,
     Member,
@@ -112,6 +113,7 @@ def experiment_server_run(settings: AppSettings) -> ServerRun:
         resume=bool(rc.get("resume", False)),
         progress=False,
         description=method,
+        data_sizes={c: held_examples(data.client(c)) for c in range(data.num_clients)},
     )
 
 

@@ -73,6 +73,9 @@ class FlowerGrid(Grid):
         Seconds :meth:`connect` waits for all members to register and identify themselves.
     ttl
         Flower time-to-live of each message in seconds (``None``: Flower's default, 12 h).
+    data_sizes
+        Member id -> samples it holds, when the server knows (the cap of the sample counts
+        its replies report; see :meth:`Grid.declared_size`).
     roster
         Member id -> registered public key (see :func:`~consortium.runtime.flower.security.
         read_roster`); ``None`` identifies members by the ``partition-id`` their nodes declare.
@@ -90,6 +93,7 @@ class FlowerGrid(Grid):
         connect_timeout: float = 300.0,
         ttl: float | None = None,
         roster: Roster | None = None,
+        data_sizes: Mapping[int, int | None] | None = None,
     ) -> None:
         super().__init__(num_clients, seed, min_replies, max_reply_bytes)
         if reply_timeout is not None and reply_timeout <= 0:
@@ -104,6 +108,7 @@ class FlowerGrid(Grid):
         self.connect_timeout = connect_timeout
         self.ttl = ttl
         self.roster = roster
+        self.data_sizes = dict(data_sizes or {})
         #: Nodes refused by :meth:`connect`, with the reason (they get no message).
         self.refused: dict[int, str] = {}
         self._node_of: dict[int, int] = {}
@@ -243,6 +248,9 @@ class FlowerGrid(Grid):
                 f"node {node} serves partition-id {cid}, outside 0..{self.num_clients - 1}"
             )
         return cid
+
+    def declared_size(self, client_id: int) -> int | None:
+        return self.data_sizes.get(client_id)
 
     # --- message exchange --------------------------------------------------------------
 
