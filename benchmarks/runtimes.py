@@ -60,7 +60,8 @@ def build(exp: Any) -> tuple[Any, Any, Any]:
     from consortium.experiment import get_method, method_context
 
     data = build_data(exp.data, exp.seed)
-    workflow, app = get_method("fedavg").build(method_context(exp, data), exp.method_options["fedavg"])
+    ctx = method_context(exp, data)
+    workflow, app = get_method("fedavg").build(ctx, exp.method_options["fedavg"])
     return data, workflow, app
 
 

@@ -152,7 +152,14 @@ def test_groups_one_member_per_group_and_several_per_group():
     assert [np.unique(GROUPS[ix]).tolist() for ix in p.client_indices] == [[0], [1], [2], [3]]
     p8 = split("groups")
     assert [np.unique(GROUPS[ix]).tolist() for ix in p8.client_indices] == [
-        [0], [0], [1], [1], [2], [2], [3], [3]
+        [0],
+        [0],
+        [1],
+        [1],
+        [2],
+        [2],
+        [3],
+        [3],
     ]
     sizes = p8.sizes()
     assert abs(sizes[0] - sizes[1]) <= 1  # a group is split evenly among its members
@@ -200,7 +207,9 @@ def test_report_table_renders_counts():
     assert "label-k" in text and str(N) in text
     total = next(line for line in text.splitlines() if "all" in line)
     assert [int(v) for v in total.replace("│", " ").split()[1:]] == [
-        N, C, *np.bincount(LABELS).tolist()
+        N,
+        C,
+        *np.bincount(LABELS).tolist(),
     ]
 
 

@@ -63,8 +63,16 @@ def test_bad_configs_exit_2_with_one_line(tmp_path, capsys, text, overrides, exp
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
-    args = ["run", str(write(tmp_path, QUICK)), "--out", str(tmp_path / "run"),
-            "--set", "data.dataset=fashion_mnist", "--set", f"data.path={tmp_path / 'none'}"]
+    args = [
+        "run",
+        str(write(tmp_path, QUICK)),
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "data.dataset=fashion_mnist",
+        "--set",
+        f"data.path={tmp_path / 'none'}",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "apt-get install dataset-fashion-mnist" in err and len(err.splitlines()) == 1

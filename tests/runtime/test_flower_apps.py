@@ -19,6 +19,7 @@ pytest.importorskip("flwr")
 from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.common import serde
+from flwr.proto.node_pb2 import NodeInfo
 from flwr.supercore.task_identity import TaskIdentity
 
 from consortium.algorithms.base.supervised import supervised_client_app
@@ -53,6 +54,7 @@ from consortium.runtime.flower import (
     write_tls_certificates,
 )
 from consortium.runtime.flower.records import Envelope, load_state, save_state
+from consortium.runtime.flower.security import RosterError, read_roster, write_roster
 from consortium.training import LocalTrainConfig
 
 
@@ -87,9 +89,15 @@ class FakeFlowerGrid:
         self.dead: set[int] = set()
         self.pending: dict[str, FlowerMessage] = {}
         self.types: list[str] = []
+        self.received: dict[int, list[str]] = {}
 
     def get_node_ids(self):
         return list(self.contexts)
+
+    def get_nodes(self):
+        """What Flower's grid says of each node: its id and the public key it registered."""
+        keys = getattr(self, "keys", {})
+        return [NodeInfo(node_id=n, public_key=keys.get(n, b"")) for n in self.contexts]
 
     def node_of(self, partition):
         return next(
@@ -113,6 +121,7 @@ class FakeFlowerGrid:
             del self.pending[mid]
             ctx = self.contexts[msg.metadata.dst_node_id]
             self.types.append(msg.metadata.message_type)
+            self.received.setdefault(msg.metadata.dst_node_id, []).append(msg.metadata.message_type)
             received = FlowerMessage(metadata=msg.metadata, content=_wire(msg.content))
             reply = self.app(received, ctx)
             ctx.state = _wire(ctx.state)
@@ -187,11 +196,21 @@ def test_member_state_round_trips_through_node_records():
         "alpha": np.arange(6, dtype=np.float32).reshape(2, 3),
         "history": [1, 2, {"a": np.ones(2)}],
         7: "non-string key",
+        "pair": (1, np.float32(2.5)),
+        "seen": {3, 1},
+        "big_endian": np.arange(3, dtype=">f8"),
     }
     records = RecordDict()
     save_state(records, state)
+    # data only: arrays and JSON text, nothing pickled that reading could execute
+    for record in records.config_records.values():
+        assert all(isinstance(v, str) for v in record.values())
     back = load_state(_wire(records))
     assert set(back) == set(state)
+    assert back["pair"] == (1, np.float32(2.5)) and type(back["pair"][1]) is np.float32
+    assert back["seen"] == {1, 3} and back["big_endian"].dtype == np.dtype(">f8")
+    with pytest.raises(TypeError, match="cannot hold"):
+        save_state(records, {"model": object()})
     assert back["alpha"].dtype == np.float32 and np.array_equal(back["alpha"], state["alpha"])
     assert back["count"] == 3 and isinstance(back["count"], int)
     assert back["flag"] is False and back[7] == "non-string key"
@@ -366,6 +385,108 @@ def test_a_misconfigured_federation_is_a_clear_error(flower_identity, configs, m
         grid.connect()
 
 
+def test_sample_counts_over_flower_are_capped_at_what_the_server_knows(flower_identity):
+    app = ClientApp()
+
+    @app.on("count")
+    def count(msg, ctx):
+        return msg.reply(metrics={"num_examples": 1e6 if ctx.client_id == 0 else 3.0})
+
+    fake = FakeFlowerGrid(flower_client_app(lambda s: Member(app, lambda c: None)), partitions(2))
+    grid = FlowerGrid(fake, 2, data_sizes={0: 40, 1: 40})
+    grid.start_round(1)
+    replies = grid.send({0: Message("count"), 1: Message("count")}, expect=ReplySpec({}))
+    assert [r.metrics["num_examples"] for r in replies.values()] == [40.0, 3.0]
+    assert "capped at the member's 40 samples" in grid.record.capped[0]
+
+
+# --- identity by the server operator's roster ---------------------------------------------
+
+
+def pem(key_file):
+    from cryptography.hazmat.primitives import serialization
+
+    public = serialization.load_ssh_public_key(key_file.read_bytes())
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.fixture
+def keyed_federation(tmp_path, flower_identity):
+    """Two members on the roster, each node registered with its own key, plus nodes a
+    roster does not know (an outsider claiming partition 0) or that lie about their id."""
+    keys = {name: write_node_key(tmp_path, name).public_key for name in ("m0", "m1", "out")}
+    roster = read_roster(write_roster(tmp_path / "roster.toml", {0: keys["m0"], 1: keys["m1"]}))
+
+    def build(nodes):  # [(key name, node config)]
+        app = flower_client_app(lambda s: Member(accumulate_app(), lambda c: None))
+        fake = FakeFlowerGrid(app, [config for _, config in nodes], seed=5)
+        fake.keys = {n: pem(keys[k]) for n, (k, _) in zip(fake.contexts, nodes, strict=True)}
+        fake.by_key = {k: n for n, (k, _) in zip(fake.contexts, nodes, strict=True)}
+        return fake
+
+    return roster, build
+
+
+def test_members_are_who_the_roster_says_not_what_nodes_declare(keyed_federation):
+    roster, build = keyed_federation
+    fake = build(
+        [
+            ("out", {"partition-id": 0, "num-partitions": 2}),  # first, and claims member 0
+            ("m1", {}),  # declares nothing: the roster knows it
+            ("m0", {"partition-id": 0, "num-partitions": 2}),
+        ]
+    )
+    grid = FlowerGrid(fake, 2, seed=1, min_replies=2, roster=roster)
+    assert grid.connect() == {0: fake.by_key["m0"], 1: fake.by_key["m1"]}
+    outsider = fake.by_key["out"]
+    assert "is not on the roster" in grid.refused[outsider]
+    result = run_workflow(Accumulate(), grid, progress=False)
+    assert all(r["replies"] == 2 for r in result.rounds)
+    assert outsider not in fake.received  # not even asked who it is
+    assert {"query.accumulate"} <= set(fake.received[fake.by_key["m0"]])
+
+
+def test_a_rostered_node_claiming_another_members_id_is_refused(keyed_federation):
+    roster, build = keyed_federation
+    fake = build([("m0", {"partition-id": 0}), ("m1", {"partition-id": 0})])
+    grid = FlowerGrid(fake, 2, roster=roster, connect_timeout=0.5)
+    with pytest.raises(FederationError, match=r"missing partition-ids \[1\]") as err:
+        grid.connect()
+    liar = fake.by_key["m1"]
+    assert f"node {liar} declares partition-id 0, but its key is member 1's" in str(err.value)
+    assert fake.received[liar] == ["query.consortium_identify"]
+
+
+def test_a_roster_must_match_the_run(keyed_federation, tmp_path):
+    roster, _ = keyed_federation
+    with pytest.raises(FederationError, match="roster lists members"):
+        FlowerGrid(FakeFlowerGrid(None, []), 3, roster=roster)
+    (tmp_path / "bad.toml").write_text('[members]\n0 = "ssh-ed25519 AAAA"\n')
+    with pytest.raises(RosterError, match="member 0"):
+        read_roster(tmp_path / "bad.toml")
+    key = write_node_key(tmp_path, "same").public_key
+    with pytest.raises(RosterError, match="same key"):
+        write_roster(tmp_path / "twice.toml", {0: key, 1: key})
+
+
+def test_without_a_roster_a_second_claim_is_refused_and_the_first_node_keeps_it(
+    flower_identity,
+):
+    app = flower_client_app(lambda s: Member(accumulate_app(), lambda c: None))
+    fake = FakeFlowerGrid(app, [*partitions(2), {"partition-id": 0, "num-partitions": 2}])
+    grid = FlowerGrid(fake, 2, min_replies=2)
+    nodes = grid.connect()
+    claimants = [n for n, c in fake.contexts.items() if c.node_config["partition-id"] == 0]
+    kept, refused = claimants if nodes[0] == claimants[0] else claimants[::-1]
+    assert nodes == {0: kept, 1: fake.node_of(1)}
+    assert list(grid.refused) == [refused]
+    assert "both serve partition-id 0" in grid.refused[refused]
+    result = run_workflow(Accumulate(), grid, progress=False)
+    assert all(r["replies"] == 2 for r in result.rounds)
+
+
 # --- experiment apps -----------------------------------------------------------------------
 
 EXPERIMENT = {
@@ -412,6 +533,10 @@ def test_experiment_apps_build_both_sides_from_the_run_config(tmp_path):
     assert (server.num_clients, server.seed, server.min_replies) == (3, 4, 2)
     assert server.reply_timeout == 30 and server.workflow.name == "fedavg"
     assert server.run_dir == str(tmp_path / "run")
+    views = [
+        experiment_member(AppSettings(run_config, {"device": "cpu"})).data(c) for c in range(3)
+    ]
+    assert server.data_sizes == {c: v.num_train + v.num_test for c, v in enumerate(views)}
     member = experiment_member(AppSettings(run_config, {"partition-id": 1, "device": "cpu"}))
     assert set(member.app.kinds) == {"train", "evaluate"}
     assert member.data(1).num_train > 0
@@ -474,3 +599,72 @@ def test_operator_commands_write_apps_certificates_and_keys(tmp_path, capsys):
     assert {p.name for p in (tmp_path / "c").iterdir()} >= {"ca.crt", "member-0.pub"}
     assert main(["app", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "x")]) == 2
     assert "no such experiment file" in capsys.readouterr().err
+
+
+# --- the Fleet gateway and the operator's deployment commands ------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # starlette's test client on anyio
+def test_the_gateway_forwards_fleet_calls_and_nothing_else():
+    import httpx
+    from starlette.testclient import TestClient
+
+    from consortium.runtime.flower.gateway import NOT_SERVED, fleet_gateway
+
+    seen = []
+
+    def superlink(request):
+        seen.append(request)
+        return httpx.Response(200, stream=httpx.ByteStream(b"pulled"), headers={"x-flower": "1"})
+
+    app = fleet_gateway("https://127.0.0.1:1", transport=httpx.MockTransport(superlink))
+    with TestClient(app) as client:
+        signed = {"x-flwr-signature": "sig", "connection": "close", "content-type": "a/b"}
+        reply = client.post("/v1/fleet/pull-messages", content=b"request", headers=signed)
+        assert (reply.status_code, reply.content) == (200, b"pulled")
+        assert reply.headers["x-flower"] == "1"
+        forwarded = seen[-1]
+        assert str(forwarded.url) == "https://127.0.0.1:1/v1/fleet/pull-messages"
+        assert forwarded.content == b"request"
+        assert forwarded.headers["x-flwr-signature"] == "sig"  # node auth passes through
+        assert forwarded.headers["content-type"] == "a/b"
+        for method, path in [
+            ("POST", "/v1/control/start-run"),
+            ("POST", "/v1/control/register-node"),
+            ("POST", "/v1/runtime/acquire-task"),
+            ("GET", "/v1/fleet/pull-messages"),
+            ("POST", "/v1/fleet/pull-messages?debug=1"),
+            ("POST", "/v1/fleet/a/../../control/start-run"),
+            ("POST", "/v1/fleet/%2e%2e/control/start-run"),
+            ("POST", "/v1/fleet/Pull-Messages"),
+            ("GET", "/docs"),
+        ]:
+            reply = client.request(method, path)
+            assert (reply.status_code, reply.text) == (404, NOT_SERVED), path
+    assert len(seen) == 1
+
+
+def test_the_superlink_command_refuses_a_public_control_api(capsys):
+    from consortium.cli import main
+
+    for host in ("0.0.0.0", "10.1.2.3", "link.example.org"):
+        assert main(["flower", "superlink", "--host", host, "--insecure"]) == 2
+        err = capsys.readouterr().err
+        assert "Control API" in err and "--public-control-api" in err
+        assert len(err.strip().splitlines()) == 1
+    assert main(["flower", "superlink", "--certificates", "/nonexistent"]) == 2
+    assert "missing /nonexistent/ca.crt" in capsys.readouterr().err
+
+
+def test_the_roster_command_writes_what_the_server_reads(tmp_path, capsys):
+    from consortium.cli import main
+
+    keys = [write_node_key(tmp_path, f"member-{i}").public_key for i in range(2)]
+    path = tmp_path / "roster.toml"
+    assert main(["flower", "roster", str(path), f"0={keys[0]}", f"1={keys[1]}"]) == 0
+    roster = read_roster(path)
+    assert roster.members == [0, 1] and roster.member_of(keys[1].read_text()) == 1
+    assert roster.member_of(pem(keys[0])) == 0  # as Flower stores it
+    assert main(["flower", "roster", str(path), "zero=x.pub"]) == 2
+    assert main(["flower", "roster", str(path), f"0={keys[0]}", f"1={keys[0]}"]) == 2
+    assert "same key" in capsys.readouterr().err

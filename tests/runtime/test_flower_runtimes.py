@@ -11,6 +11,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -18,9 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
 
 pytest.importorskip("flwr")
+import httpx
 
+import consortium
 from consortium.core import run_workflow
 from consortium.data import build_data
 from consortium.experiment import experiment_from_dict, get_method, method_context
@@ -30,8 +36,11 @@ from consortium.runtime.flower import (
     LoopbackFederation,
     run_on_flower_simulation,
     simulation_backend_config,
+    write_node_key,
     write_tls_certificates,
 )
+from consortium.runtime.flower.gateway import NOT_SERVED
+from consortium.runtime.flower.loopback import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -137,6 +146,7 @@ clientapp = "stateful_app:clientapp"
 num-clients = {num_clients}
 seed = {seed}
 run-dir = "{run_dir}"
+roster = "{roster}"
 """
 
 
@@ -266,9 +276,10 @@ def _diagnose(fed, run):
 
 @pytest.fixture(scope="module")
 def tls_federation(tmp_path_factory, offline_env):
-    """Three SuperNodes on a SuperLink with TLS and SuperNode authentication."""
+    """The documented deployment: three SuperNodes reach a loopback SuperLink (TLS, SuperNode
+    authentication) only through the Fleet gateway; the server knows them by its roster."""
     fed = LoopbackFederation(
-        3, tmp_path_factory.mktemp("tls-federation"), tls=True, node_auth=True, env=NODE_ENV
+        3, tmp_path_factory.mktemp("tls-federation"), secure=True, env=NODE_ENV
     )
     try:  # stopped by process id on any failure, in set-up or in a test
         fed.start()
@@ -293,7 +304,9 @@ def test_fedavg_on_a_tls_federation_equals_in_process(tls_federation, tmp_path):
     exp = experiment(3)
     expected = in_process(exp)
     app = tmp_path / "app"
-    write_flower_app(exp, app, run_dir=tmp_path / "run", reply_timeout=300)
+    write_flower_app(
+        exp, app, run_dir=tmp_path / "run", reply_timeout=300, roster=tls_federation.roster_path
+    )
     run = tls_federation.run(app, timeout=500)
     assert run.ok, _diagnose(tls_federation, run)
     assert "[consortium] round 2: 3 replies" in run.log
@@ -316,7 +329,9 @@ def test_stateful_workflow_on_a_federation_equals_in_process(
     app.mkdir()
     (app / "stateful_app.py").write_text((folder / "stateful_app.py").read_text())
     (app / "pyproject.toml").write_text(
-        STATEFUL_PYPROJECT.format(num_clients=3, seed=2, run_dir=tmp_path / "run")
+        STATEFUL_PYPROJECT.format(
+            num_clients=3, seed=2, run_dir=tmp_path / "run", roster=tls_federation.roster_path
+        )
     )
     run = tls_federation.run(app, timeout=500)
     assert run.ok, _diagnose(tls_federation, run)
@@ -379,3 +394,179 @@ def test_a_killed_supernode_is_a_recorded_failure_and_the_run_goes_on(tmp_path, 
     assert summary["client_failures"] == 1 and summary["rounds_skipped"] == 0
     assert "[consortium] round 2: 2 replies, failures" in run.log
     assert all(np.isfinite(a).all() for a in arrays.values())
+
+
+# --- who can join: the documented deployment probed as an outsider ---------------------------
+
+
+def _outsider_cli(fed, tmp_path):
+    """An outsider's ``flwr`` set-up: the members' address, the operator's CA, its own key."""
+    home = tmp_path / "outsider"
+    (home / ".flwr").mkdir(parents=True)
+    connection = {"address": fed.fleet_address, "root-certificates": str(fed.certificates.ca_cert)}
+    config = {"superlink": {"default": "outsider", "outsider": connection}}
+    (home / ".flwr" / "config.toml").write_text(tomli_w.dumps(config))
+    key = write_node_key(tmp_path / "outsider-key", "outsider")
+
+    def flwr(*args):
+        env = {**fed.env(home), "HOME": str(home), "FLWR_HOME": str(home / ".flwr")}
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "flwr"), *args],
+            env=env, cwd=home, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    return flwr, key
+
+
+def _listening_addresses(port):
+    """Local addresses a TCP port listens on, from /proc/net/tcp (IPv4) and tcp6."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if int(hex_port, 16) == port and state == "0A":  # LISTEN
+                found.add(address)
+    return found
+
+
+def test_an_outsider_with_the_ca_and_its_own_key_can_neither_register_nor_submit(
+    tls_federation, tmp_path
+):
+    fed = tls_federation
+    flwr, key = _outsider_cli(fed, tmp_path)
+    runs_before = fed.flwr("list", "--format", "json").stdout
+    nodes_before = fed.flwr("supernode", "list", "--format", "json").stdout
+    app = tmp_path / "app"
+    write_flower_app(experiment(3), app, run_dir=tmp_path / "run")
+    for args in (
+        ["supernode", "register", str(key.public_key), "outsider"],  # join as a member
+        ["run", str(app), "outsider"],  # submit a run of its own
+        ["list", "outsider"],  # see the runs
+    ):
+        done = flwr(*args)
+        said = done.stdout + done.stderr
+        assert done.returncode != 0 and "404" in said, (args, said)  # the gateway's answer
+        assert "registered successfully" not in said and "started run" not in said
+    # the operator sees no new run and no new node
+    assert fed.flwr("list", "--format", "json").stdout == runs_before
+    nodes_after = fed.flwr("supernode", "list", "--format", "json").stdout
+    ids = [[n["node-id"] for n in json.loads(x)["nodes"]] for x in (nodes_before, nodes_after)]
+    assert ids[0] == ids[1]
+    # what members reach answers the Fleet API only, however the path is spelled
+    ca = ssl.create_default_context(cafile=str(fed.certificates.ca_cert))
+    with httpx.Client(base_url=f"https://{fed.fleet_address}", verify=ca) as client:
+        for path in [
+            "/v1/control/register-node",
+            "/v1/control/start-run",
+            "/v1/runtime/acquire-task",
+            "/v1/fleet/../control/start-run",
+            "/v1/fleet/%2e%2e/control/start-run",
+            "/v1/fleet/pull-messages?x=1",
+            "/docs",
+        ]:
+            reply = client.post(path, content=b"")
+            assert reply.status_code == 404 and reply.text == NOT_SERVED, path
+    # the SuperLink itself (Control, ServerApp, Fleet) listens on loopback only
+    assert _listening_addresses(fed.port) == {"0100007F"}
+
+
+def test_outsiders_get_no_member_message_and_a_false_claim_is_refused(tls_federation, tmp_path):
+    fed = tls_federation
+    # an outsider's SuperNode, its key unregistered, claiming member 0: Flower refuses it
+    outsider = fed.start_node(0, name="outsider", register=False, max_retries=1)
+    # a node whose key the SuperLink knows but the roster does not, claiming member 0 too
+    fed.start_node(0, name="impostor")
+    assert outsider.wait(120) != 0
+    assert "Failed to activate SuperNode" in fed.read_log("outsider")
+    exp = experiment(3)
+    exp.method_options["fedavg"] = exp.method_options["fedavg"].model_copy(
+        update={"evaluate_clients": False}
+    )
+    expected = in_process(exp)
+    app = tmp_path / "app"
+    write_flower_app(exp, app, run_dir=tmp_path / "run", reply_timeout=300, roster=fed.roster_path)
+    try:
+        run = fed.run(app, timeout=500)
+    finally:
+        fed.kill_node(0, name="impostor")
+    assert run.ok, _diagnose(fed, run)
+    assert "is not on the roster" in run.log and "[consortium] refused node" in run.log
+    assert "Receiving:" not in fed.read_log("impostor")  # not one message, not even a query
+    assert "Receiving:" not in fed.read_log("outsider")
+    lines, _, arrays = read_run(tmp_path / "run")
+    assert [(r["replies"], r["failures"]) for r in lines] == [(3, {}), (3, {})]
+    assert_same_model(expected.final_arrays, arrays)
+
+
+def _wait_port(port, proc, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the command exited"
+        if _listening_addresses(port):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(port)
+
+
+def test_the_superlink_command_runs_the_documented_deployment(tmp_path, offline_env):
+    """`consortium flower superlink`: SuperLink on loopback, members admitted through the
+    gateway, both stopped with the command."""
+    certs = write_tls_certificates(tmp_path / "certs")
+    port, fleet = free_port(), free_port()
+    home = tmp_path / "operator"
+    (home / ".flwr").mkdir(parents=True)
+    connection = {"address": f"127.0.0.1:{port}", "root-certificates": str(certs.ca_cert)}
+    (home / ".flwr" / "config.toml").write_text(
+        tomli_w.dumps({"superlink": {"default": "link", "link": connection}})
+    )
+    env = {**os.environ, **OFFLINE, "HOME": str(home), "FLWR_HOME": str(home / ".flwr")}
+    src = str(Path(consortium.__file__).parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+    bin_dir = Path(sys.executable).parent
+    command = [sys.executable, "-m", "consortium.cli", "flower", "superlink"]
+    command += ["--certificates", str(certs.ca_cert.parent), "--port", str(port)]
+    command += ["--fleet-host", "127.0.0.1", "--fleet-port", str(fleet)]
+    log = open(tmp_path / "superlink-command.log", "wb")  # noqa: SIM115 (closed below)
+    link = subprocess.Popen(
+        command, env=env, cwd=home, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+    )
+    node = None
+    try:
+        _wait_port(port, link)
+        _wait_port(fleet, link)
+        assert _listening_addresses(port) == {"0100007F"}
+        key = write_node_key(tmp_path / "keys", "member-0")
+        flwr = [str(bin_dir / "flwr")]
+        done = subprocess.run(
+            [*flwr, "supernode", "register", str(key.public_key), "link"],
+            env=env, cwd=home, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        member = [str(bin_dir / "flower-supernode"), "--superlink", f"127.0.0.1:{fleet}"]
+        member += ["--root-certificates", str(certs.ca_cert)]  # it dials the gateway
+        member += ["--auth-supernode-private-key", str(key.private_key)]
+        member += ["--host", "127.0.0.1", "--port", str(free_port())]
+        node = subprocess.Popen(
+            member, env=env, cwd=home, start_new_session=True, stdout=log, stderr=log
+        )
+        deadline, status = time.monotonic() + 120, []
+        while time.monotonic() < deadline and status != ["online"]:
+            listed = subprocess.run(
+                [*flwr, "supernode", "list", "link", "--format", "json"],
+                env=env, cwd=home, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            status = [n["status"] for n in json.loads(listed.stdout or "{}").get("nodes", [])]
+            time.sleep(1)
+        assert status == ["online"]
+    finally:
+        for proc in (node, link):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        log.close()
+    assert not _listening_addresses(port) and not _listening_addresses(fleet)

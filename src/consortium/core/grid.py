@@ -16,7 +16,14 @@ from typing import Any
 
 from consortium.core.message import Message
 from consortium.core.sampling import derive_seed, rng_for, sample_clients
-from consortium.core.validation import InvalidReply, ReplySpec, check_arrays, check_message
+from consortium.core.validation import (
+    SAMPLE_COUNTS,
+    InvalidReply,
+    ReplySpec,
+    check_arrays,
+    check_message,
+    plain_metrics,
+)
 
 log = logging.getLogger("consortium.grid")
 
@@ -33,12 +40,13 @@ class RoundRecord:
     replied: list[int] = field(default_factory=list)
     failures: dict[int, str] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)
+    capped: dict[int, str] = field(default_factory=dict)
     bytes_down: dict[int, int] = field(default_factory=dict)
     bytes_up: dict[int, int] = field(default_factory=dict)
 
     def as_metrics(self) -> dict[str, Any]:
-        """JSON-ready summary for the per-round log."""
-        return {
+        """JSON-ready summary for the per-round log (``capped`` only when a count was)."""
+        line = {
             "clients_sent": len(set(self.sent)),
             "replies": len(self.replied),
             "failures": {str(k): v for k, v in self.failures.items()},
@@ -48,9 +56,24 @@ class RoundRecord:
             "bytes_down_by_client": {str(k): v for k, v in sorted(self.bytes_down.items())},
             "bytes_up_by_client": {str(k): v for k, v in sorted(self.bytes_up.items())},
         }
+        if self.capped:
+            line["capped"] = {str(k): v for k, v in self.capped.items()}
+        return line
 
 
 ExpectSpec = ReplySpec | Callable[[int], ReplySpec] | None
+
+
+def held_examples(data: Any) -> int | None:
+    """Samples a member's data holds (its train plus test views), when the data says.
+
+    The cap of the sample counts the member's replies may report; ``None`` for data that
+    has no ``train_indices`` / ``test_indices``.
+    """
+    train, test = getattr(data, "train_indices", None), getattr(data, "test_indices", None)
+    if train is None or test is None:
+        return None
+    return len(train) + len(test)
 
 
 class Grid(ABC):
@@ -104,13 +127,24 @@ class Grid(ABC):
         """Seed of a member's randomness in this round."""
         return derive_seed(self.seed, "client", self.round, client_id)
 
+    def declared_size(self, client_id: int) -> int | None:
+        """How many samples member ``client_id`` holds, when the runtime knows (else ``None``).
+
+        A reply's sample counts (``num_examples``, the FedAvg weight, and the other
+        :data:`~consortium.core.validation.SAMPLE_COUNTS`) are capped at this number.
+        """
+        return None
+
     def send(
         self, messages: Mapping[int, Message], expect: ExpectSpec = None
     ) -> dict[int, Message]:
         """Deliver one message per member and return the valid replies, keyed by member id.
 
-        Every reply is checked (kind, finite values, size, and against ``expect`` when given);
-        a failed member or an invalid reply is logged with its id and left out.
+        Every reply is checked (type, kind, structure, finite values, sample counts, size,
+        and against ``expect`` when given); a failed member or an invalid reply is logged with
+        its id and left out. A sample count above the member's :meth:`declared_size` is
+        capped at it (and logged). The replies returned are the server's own copies: fresh
+        ``Message`` objects with plain-float metrics.
         """
         unknown = [c for c in messages if not 0 <= c < self.num_clients]
         if unknown:
@@ -124,11 +158,12 @@ class Grid(ABC):
             self.record.failures[cid] = reason
         accepted: dict[int, Message] = {}
         for cid in sorted(replies):
-            reply = replies[cid]
             try:
-                check_message(reply, messages[cid].kind, self.max_reply_bytes)
-                assert isinstance(reply, Message)
-                self.record.bytes_up[cid] = self.record.bytes_up.get(cid, 0) + reply.nbytes
+                check_message(replies[cid], messages[cid].kind, self.max_reply_bytes)
+                raw = replies[cid]
+                assert isinstance(raw, Message)
+                self.record.bytes_up[cid] = self.record.bytes_up.get(cid, 0) + raw.nbytes
+                reply = Message(raw.kind, dict(raw.arrays), dict(raw.config), plain_metrics(raw))
                 spec = expect(cid) if callable(expect) else expect
                 if spec is not None:
                     check_arrays(reply, spec)
@@ -136,6 +171,7 @@ class Grid(ABC):
                 log.warning("round %d: rejected reply of member %d: %s", self.round, cid, err)
                 self.record.rejected[cid] = str(err)
                 continue
+            self._cap_counts(cid, reply)
             accepted[cid] = reply
             self.record.replied.append(cid)
         if len(accepted) < min(self.min_replies, len(messages)):
@@ -144,6 +180,19 @@ class Grid(ABC):
                 f"fewer than min_replies={self.min_replies}"
             )
         return accepted
+
+    def _cap_counts(self, cid: int, reply: Message) -> None:
+        """Cap a reply's sample counts at what the member declared it holds."""
+        size = self.declared_size(cid)
+        if size is None:
+            return
+        for name in SAMPLE_COUNTS:
+            value = reply.metrics.get(name)
+            if value is not None and value > size:
+                reply.metrics[name] = float(size)
+                reason = f"{name} {value:g} capped at the member's {size} samples"
+                log.warning("round %d: member %d: %s", self.round, cid, reason)
+                self.record.capped[cid] = reason
 
     @abstractmethod
     def _exchange(self, messages: Mapping[int, Message]) -> tuple[dict[int, Any], dict[int, str]]:

@@ -42,14 +42,16 @@ class Message:
     def nbytes(self) -> int:
         """Bytes this message would occupy on the wire (array payload plus a small header).
 
-        Config and metrics are counted at 8 bytes per entry plus their key lengths, so
-        communication cost stays comparable across runtimes without serialising anything.
+        Numbers in config and metrics count 8 bytes each, strings their UTF-8 length, and
+        every name its UTF-8 length, so communication cost stays comparable across runtimes
+        without serialising anything (and a long string in a reply's config counts in full
+        against ``max_reply_bytes``).
         """
         payload = sum(int(a.nbytes) for a in self.arrays.values())
-        keys = sum(len(k) for k in self.arrays) + sum(len(k) for k in self.config)
-        keys += sum(len(k) for k in self.metrics)
-        scalars = 8 * (len(self.config) + len(self.metrics))
-        return payload + keys + scalars + len(self.kind)
+        names = [self.kind, *self.arrays, *self.config, *self.metrics]
+        text = sum(len(str(n).encode()) for n in names)
+        values = sum(_scalar_bytes(v) for v in self.config.values())
+        return payload + text + values + 8 * len(self.metrics)
 
     def reply(
         self,
@@ -64,6 +66,14 @@ class Message:
             config=dict(config or {}),
             metrics={k: float(v) for k, v in (metrics or {}).items()},
         )
+
+
+def _scalar_bytes(value: object) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes):
+        return len(value)
+    return 8
 
 
 def to_record(message: Message) -> dict[str, Any]:

@@ -7,8 +7,10 @@ Files written into ``run_dir`` (when given):
 
 * ``metrics.jsonl``: one JSON object per round (the workflow's metrics plus what happened on
   the wire: members asked, replies, failures and rejections with reasons, bytes up and down);
-* ``checkpoint.pkl``: workflow and runtime state after the latest round (a pickle: load only
-  checkpoints you wrote);
+* ``checkpoint.npz``: workflow and runtime state after the latest round, in a format that
+  holds data only (numpy arrays and JSON, checked with SHA-256; see
+  :mod:`consortium.core.checkpoint`): loading one never runs code, and a corrupted one is a
+  one-line error;
 * ``summary.json``: the workflow's summary plus totals; ``model.npz``: the final model arrays.
 """
 
@@ -18,7 +20,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,17 +29,20 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from consortium.core.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from consortium.core.grid import Grid, TooFewReplies
 from consortium.core.message import Arrays
+from consortium.core.rundir import lock_run_dir
 from consortium.core.workflow import Workflow
 
 log = logging.getLogger("consortium.run")
 
-CHECKPOINT = "checkpoint.pkl"
+CHECKPOINT = "checkpoint.npz"
+#: What versions before the safe format wrote; never read (unpickling can run code).
+LEGACY_CHECKPOINT = "checkpoint.pkl"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 MODEL = "model.npz"
-_CHECKPOINT_VERSION = 1
 
 RoundCallback = Callable[[int, Mapping[str, Any]], None]
 
@@ -82,22 +86,25 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        pickle.dump(dict(payload), fh, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The checkpoint in ``run_dir``, or ``None`` when there is none."""
+    """The checkpoint in ``run_dir``, or ``None`` when there is none.
+
+    Raises :class:`~consortium.core.checkpoint.CheckpointError` (a ``ValueError``, one line)
+    for a checkpoint that is corrupted, foreign or written in the old pickle format.
+    """
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
+        legacy = Path(run_dir) / LEGACY_CHECKPOINT
+        if legacy.exists():
+            raise CheckpointError(
+                f"{legacy}: a pickled checkpoint of an older version; it is not loaded because "
+                "unpickling can run code: start the run again with --overwrite"
+            )
         return None
-    with open(path, "rb") as fh:
-        state = pickle.load(fh)
-    if state.get("version") != _CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {state.get('version')} is not supported")
+    state = read_checkpoint(path)
+    for key in ("workflow_name", "next_round", "workflow", "grid"):
+        if key not in state:
+            raise CheckpointError(f"{path}: checkpoint has no {key!r}")
     return state
 
 
@@ -131,13 +138,29 @@ def run_workflow(
         The continued run ends with the same model, bit for bit, as one never interrupted.
     callbacks
         Called after every round with ``(round, metrics)``; stopping rules and extras live here.
+
+    While it runs, the run holds the lock of ``run_dir`` (see :mod:`consortium.core.rundir`):
+    a second live run of the same folder raises ``RunDirError``.
     """
     out = Path(run_dir) if run_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     if resume and out is None:
         raise ValueError("resume needs a run directory")
-    callbacks = list(callbacks)
+    if out is None:
+        return _run(workflow, grid, None, resume, progress, list(callbacks), description)
+    out.mkdir(parents=True, exist_ok=True)
+    with lock_run_dir(out):  # a second live run of this folder is refused
+        return _run(workflow, grid, out, resume, progress, list(callbacks), description)
+
+
+def _run(
+    workflow: Workflow,
+    grid: Grid,
+    out: Path | None,
+    resume: bool,
+    progress: bool,
+    callbacks: list[RoundCallback],
+    description: str | None,
+) -> RunResult:
     rounds: list[dict[str, Any]] = []
     # Wall time, and the process's CPU time: on a shared machine the latter is the fairer
     # measure of what the work itself cost (in-process members included; not other processes).
@@ -171,10 +194,9 @@ def run_workflow(
     def checkpoint(next_round: int, finished: bool = False, summary: Any = None) -> None:
         if out is None:
             return
-        _save_checkpoint(
+        save_checkpoint(
             out / CHECKPOINT,
             {
-                "version": _CHECKPOINT_VERSION,
                 "workflow_name": workflow.name,
                 "next_round": next_round,
                 "elapsed": elapsed,

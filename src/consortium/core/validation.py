@@ -69,19 +69,74 @@ class ReplySpec:
         return cls(specs, require_all, max_bytes)
 
 
+#: Reply metrics that count samples. Workflows weight members by them (FedAvg's
+#: ``num_examples``), so :class:`~consortium.core.grid.Grid` checks them centrally: finite,
+#: at least 0, at most :data:`MAX_COUNT`, and capped at the member's declared data size.
+SAMPLE_COUNTS = ("num_examples", "num_forget", "num_train", "num_test")
+
+#: The largest sample count a reply may report (2**53, the largest integer a float64 holds
+#: exactly): with weights this small, a weighted mean of finite float32 arrays stays finite.
+MAX_COUNT = float(2**53)
+
+_CONFIG_TYPES = (bool, int, float, str)
+
+
+def _name(key: object, what: str) -> str:
+    if type(key) is not str:
+        raise InvalidReply(f"{what} name {key!r} is a {type(key).__name__}, not a string")
+    return key
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float when it is a real number (not a bool), else ``None``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def plain_metrics(message: Message) -> dict[str, float]:
+    """A checked reply's metrics as plain floats (what the server keeps of them)."""
+    return {k: float(v) for k, v in message.metrics.items()}
+
+
 def check_message(message: object, kind: str, max_bytes: int | None = None) -> None:
-    """Checks every reply gets, whatever the workflow expects: type, kind, finiteness, size."""
-    if not isinstance(message, Message):
+    """Checks every reply gets, whatever the workflow expects: type, kind, structure,
+    finiteness, sample counts, size.
+
+    Only a plain :class:`Message` of plain parts passes: arrays are exactly ``numpy.ndarray``
+    (no masked arrays, matrices or other subclasses, whose methods could hide values from
+    these checks) of a numeric dtype; config values are ``bool``, ``int``, finite ``float`` or
+    ``str``; metrics are finite numbers; sample counts (:data:`SAMPLE_COUNTS`) lie in
+    ``[0, MAX_COUNT]``; names are strings. The size limit counts config strings in full.
+    """
+    if type(message) is not Message:
         raise InvalidReply(f"reply is a {type(message).__name__}, not a Message")
-    if message.kind != kind:
+    if type(message.kind) is not str or message.kind != kind:
         raise InvalidReply(f"reply kind {message.kind!r} does not answer {kind!r}")
-    for name, value in message.metrics.items():
-        if not isinstance(value, int | float) or not math.isfinite(value):
+    for part in ("arrays", "config", "metrics"):
+        if type(getattr(message, part)) is not dict:
+            raise InvalidReply(f"reply {part} is a {type(getattr(message, part)).__name__}")
+    for key, value in message.metrics.items():
+        name = _name(key, "metric")
+        number = _number(value)
+        if number is None or not math.isfinite(number):
             raise InvalidReply(f"metric {name!r} is not a finite number: {value!r}")
-    for name, array in message.arrays.items():
-        if not isinstance(array, np.ndarray):
+        if name in SAMPLE_COUNTS and not 0 <= number <= MAX_COUNT:
+            raise InvalidReply(f"metric {name!r} = {number!r} is not a sample count")
+    for key, setting in message.config.items():
+        name = _name(key, "config")
+        if type(setting) not in _CONFIG_TYPES:
+            raise InvalidReply(f"config {name!r} is a {type(setting).__name__}, not a scalar")
+        if isinstance(setting, float) and not math.isfinite(setting):
+            raise InvalidReply(f"config {name!r} is not finite: {setting!r}")
+    for key, array in message.arrays.items():
+        name = _name(key, "array")
+        if type(array) is not np.ndarray:
             raise InvalidReply(f"array {name!r} is a {type(array).__name__}, not a numpy array")
-        if array.dtype.kind not in "biuf":
+        if array.dtype.kind not in "biuf" or array.dtype.fields is not None:
             raise InvalidReply(f"array {name!r} has unsupported dtype {array.dtype}")
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise InvalidReply(f"array {name!r} holds NaN or Inf")

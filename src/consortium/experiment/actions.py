@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from consortium.algorithms.registry import ActionContext, get_action
+from consortium.algorithms.registry import ActionContext, ActionSpec, get_action
 from consortium.config import ConfigError
+from consortium.core.rundir import claim_run_dir
 from consortium.data.registry import build_data
 from consortium.experiment.config import Experiment
 from consortium.experiment.execution import execute, method_context
@@ -37,13 +37,27 @@ def run_action(
         raise ConfigError(f"{name}: no [{name}] options given")
     run_dir = Path(run_dir)
     dest = Path(out) if out is not None else spec.dest(run_dir, config)
-    if dest.exists() and any(dest.iterdir()) and not (resume or overwrite):
-        raise ConfigError(f"{dest} already holds results: pass --resume or --overwrite")
     if spec.check is not None:
         spec.check(run_dir, config)
-    if overwrite and dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    with claim_run_dir(dest, resume=resume, overwrite=overwrite, what=f"{name} results"):
+        summaries = _run(exp, spec, run_dir, config, dest, resume, progress, console)
+    if spec.report is not None:
+        console.print(family_report(spec.report, dest))
+    console.print(f"results: {dest}")
+    return summaries
+
+
+def _run(
+    exp: Experiment,
+    spec: ActionSpec,
+    run_dir: Path,
+    config: Any,
+    dest: Path,
+    resume: bool,
+    progress: bool,
+    console: Console,
+) -> dict[str, Any]:
+    name = spec.name
     data = build_data(exp.data, exp.seed)
     base = method_context(exp, data)
     target = f"action:{name}"
@@ -64,8 +78,4 @@ def run_action(
         say=console.print,
         progress=progress,
     )
-    summaries = spec.run(ctx, config, dest, resume)
-    if spec.report is not None:
-        console.print(family_report(spec.report, dest))
-    console.print(f"results: {dest}")
-    return summaries
+    return spec.run(ctx, config, dest, resume)

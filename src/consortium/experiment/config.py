@@ -13,11 +13,19 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from consortium.algorithms.base.config import SHARED_FIELDS, ScheduleConfig
 from consortium.algorithms.registry import actions, get_action, get_method, methods
 from consortium.config import ConfigError, Options, one_line, validate
+from consortium.core.rundir import check_run_name
 from consortium.data.config import DataConfig
 from consortium.data.registry import dataset_options
 from consortium.plugins import load_plugins
@@ -58,6 +66,7 @@ class FederationSection(ScheduleConfig):
     max_reply_mb: float | None = Field(
         None, gt=0, description="replies above this size are rejected"
     )
+    member_timeout: float | None = Field(None, gt=0, description="seconds a member may take")
     runtime: Literal["local", "flower-simulation"] = Field(
         "local", description="local (in-process) | flower-simulation (Ray; consortium[flower])"
     )
@@ -93,6 +102,7 @@ class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     name: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+    _plain_name = field_validator("name")(lambda v: check_run_name(v, "name"))
     seed: int = Field(0, ge=0, lt=2**32, description="run seed (0 .. 2**32 - 1)")
     methods: list[str] = Field(default_factory=lambda: ["fedavg"], min_length=1)
     plugins: list[str] = Field(

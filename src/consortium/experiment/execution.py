@@ -45,6 +45,7 @@ def make_grid(exp: Experiment, app: ClientApp, data: Any) -> Grid:
         failure_rate=fed.failure_rate,
         min_replies=fed.min_replies,
         max_reply_bytes=fed.max_reply_bytes,
+        member_timeout=fed.member_timeout,
     )
 
 

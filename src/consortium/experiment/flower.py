@@ -19,6 +19,8 @@ run config key      meaning
 ``reply-timeout``   seconds to wait for one exchange's replies (0: until Flower reports them)
 ``connect-timeout`` seconds to wait for every member's SuperNode to join
 ``resume``          continue the run in ``run-dir`` from its last checkpoint
+``roster``          the server's roster file: member id = registered SuperNode key (a
+                    deployment maps nodes to members by it; empty: by their partition-id)
 =================== ==========================================================================
 
 Each SuperNode says which member it is with ``--node-config``:
@@ -43,6 +45,7 @@ from typing import Any
 
 import tomli_w
 
+from consortium.core.grid import held_examples
 from consortium.runtime.flower.apps import (
     AppSettings,
     Member,
@@ -117,6 +120,7 @@ def experiment_server_run(settings: AppSettings) -> ServerRun:
         resume=bool(rc.get("resume", False)),
         progress=False,
         description=method,
+        data_sizes={c: held_examples(data.client(c)) for c in range(data.num_clients)},
     )
 
 
@@ -220,6 +224,7 @@ def write_flower_app(
     connect_timeout: float = 300.0,
     resume: bool = False,
     data_path: str | None = None,
+    roster: str | Path | None = None,
 ) -> Path:
     """Write a Flower app folder that runs ``method`` of ``experiment`` with ``flwr run``.
 
@@ -234,7 +239,7 @@ def write_flower_app(
     run_dir
         The server's run folder; relative paths are resolved on the SuperLink's machine from
         its working folder (default: ``OUTPUT_DIR/NAME/METHOD`` there).
-    reply_timeout, connect_timeout, resume, data_path
+    reply_timeout, connect_timeout, resume, data_path, roster
         Run config defaults (see the module docs); ``flwr run --run-config`` overrides them.
 
     Returns
@@ -253,6 +258,7 @@ def write_flower_app(
         "reply-timeout": float(reply_timeout),
         "connect-timeout": float(connect_timeout),
         "resume": bool(resume),
+        "roster": "" if roster is None else str(roster),
     }
     project = {
         "project": {

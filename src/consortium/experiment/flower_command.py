@@ -36,6 +36,7 @@ def app_parser(prog: str) -> argparse.ArgumentParser:
         "--connect-timeout", type=float, default=300.0, help="seconds to wait for members"
     )
     app.add_argument("--data-path", help="the server's dataset folder")
+    app.add_argument("--roster", help="the server's roster file (member id = node key)")
     app.add_argument(
         "--set",
         dest="overrides",
@@ -74,6 +75,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "consortium flower") -> 
             reply_timeout=args.reply_timeout,
             connect_timeout=args.connect_timeout,
             data_path=args.data_path,
+            roster=args.roster,
         )
     except (ConfigError, ValueError, OSError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)

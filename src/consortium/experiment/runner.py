@@ -4,7 +4,7 @@ Run folder::
 
     RUN_DIR/config.toml, config.json   the resolved configuration (re-runnable as is)
     RUN_DIR/partition.txt              members' train/test sizes and classes
-    RUN_DIR/<method>/                  metrics.jsonl, summary.json, checkpoint, model.npz
+    RUN_DIR/<method>/                  metrics.jsonl, summary.json, checkpoint.npz, model.npz
     RUN_DIR/summary.{json,md}          one row per method
     RUN_DIR/accuracy.png, client_accuracy.png, and each method family's own report
     RUN_DIR/<action folder>/           post-hoc actions (``unlearn-class3/``, ...)
@@ -13,7 +13,6 @@ Run folder::
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from rich.console import Console
 from consortium.algorithms.registry import get_method
 from consortium.config import ConfigError
 from consortium.core.run import RoundCallback, RunResult, load_checkpoint
+from consortium.core.rundir import RunDirLock, claim_run_dir
 from consortium.data.registry import build_data
 from consortium.experiment.actions import run_action
 from consortium.experiment.config import Experiment
@@ -42,26 +42,26 @@ class ExperimentResult:
 MAX_MEMBERS_PRINTED = 30
 
 
-def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two different runs in one folder."""
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise ConfigError(
-            f"{out} already holds a run: pass --resume to continue it or --overwrite to start over"
-        )
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if resume and (out / "config.json").exists():
-        saved = json.loads((out / "config.json").read_text())
-        current = json.loads(json.dumps(exp.to_toml_dict()))
-        if {k: v for k, v in saved.items() if k != "methods"} != {
-            k: v for k, v in current.items() if k != "methods"
-        }:
-            raise ConfigError(
-                f"{out}: --resume with a configuration that differs from the saved one"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(tomli_w.dumps(exp.to_toml_dict()))
-    (out / "config.json").write_text(json.dumps(exp.to_toml_dict(), indent=2))
+def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -> RunDirLock:
+    """Refuse to mix two different runs in one folder; returns the folder's lock (held by
+    this process until released: see :mod:`consortium.core.rundir`)."""
+    lock = claim_run_dir(out, resume=resume, overwrite=overwrite)
+    try:
+        if resume and (out / "config.json").exists():
+            saved = json.loads((out / "config.json").read_text())
+            current = json.loads(json.dumps(exp.to_toml_dict()))
+            if {k: v for k, v in saved.items() if k != "methods"} != {
+                k: v for k, v in current.items() if k != "methods"
+            }:
+                raise ConfigError(
+                    f"{out}: --resume with a configuration that differs from the saved one"
+                )
+        (out / "config.toml").write_text(tomli_w.dumps(exp.to_toml_dict()))
+        (out / "config.json").write_text(json.dumps(exp.to_toml_dict(), indent=2))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def write_family_reports(methods: Iterable[str], run_dir: Path) -> None:
@@ -89,7 +89,18 @@ def run_experiment(
     summaries written to disk. ``callbacks(method, round, metrics)`` see every round."""
     console = console or Console()
     run_dir = Path(out) if out is not None else Path(exp.output_dir) / exp.name
-    prepare_run_dir(exp, run_dir, resume, overwrite)
+    with prepare_run_dir(exp, run_dir, resume, overwrite):
+        return _run_methods(exp, run_dir, resume, progress, console, list(callbacks))
+
+
+def _run_methods(
+    exp: Experiment,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    console: Console,
+    cbs: list[RoundCallback],
+) -> ExperimentResult:
     data = build_data(exp.data, exp.seed)
     table = data.report_table()
     with open(run_dir / "partition.txt", "w") as fh:
@@ -99,7 +110,6 @@ def run_experiment(
     else:
         console.print(f"{data.num_clients} members; partition table in {run_dir / 'partition.txt'}")
     ctx = method_context(exp, data)
-    cbs = list(callbacks)
     results: dict[str, RunResult] = {}
     for name in exp.methods:
         workflow, app = get_method(name).build(ctx, exp.method_options[name])

@@ -165,6 +165,34 @@ def test_tfidf_prune_zeroes_and_keeps_pruned_channels(trained):
         assert np.all(result.final_arrays[name][m] == 0)
 
 
+@pytest.mark.parametrize(
+    ("attack", "reason"),
+    [
+        (lambda arrays: arrays.pop("counts"), "missing arrays ['counts']"),
+        (lambda arrays: arrays.update(counts=np.ones(3)), "has shape (3,)"),
+        (lambda arrays: arrays.update(extra=np.ones(2)), "unexpected arrays ['extra']"),
+    ],
+)
+def test_malformed_class_activations_are_rejected_and_pruning_goes_on(trained, attack, reason):
+    data, model_fn, weights = trained
+    grid = grid_for(data, model_fn)
+    honest = grid.app._handlers["class_activations"]
+
+    def activations(msg, ctx):
+        reply = honest(msg, ctx)
+        if ctx.client_id == 1:
+            attack(reply.arrays)
+        return reply
+
+    grid.app._handlers["class_activations"] = activations
+    request = UnlearningRequest("class", 3)
+    wf = TfidfPrune(BaselineConfig(rounds=1, prune_ratio=0.1), request, model_fn, weights, 10)
+    result = run_workflow(wf, grid, progress=False)
+    setup = result.rounds[0]
+    assert setup["replies"] == 3 and reason in setup["rejected"]["1"]
+    assert all(np.isfinite(a).all() for a in result.final_arrays.values())
+
+
 def test_request_split_and_validation():
     labels = np.array([0, 1, 1, 2, 1])
     idx = np.array([0, 1, 2, 3, 4])

@@ -40,7 +40,7 @@ from consortium.algorithms.unlearning.request import UnlearningRequest
 from consortium.algorithms.unlearning.selective import SelectiveUnlearning
 from consortium.config import ConfigError
 from consortium.core.client import ClientApp
-from consortium.core.run import write_json
+from consortium.core.run import load_checkpoint, write_json
 from consortium.core.workflow import Workflow
 from consortium.metrics.unlearning import UnlearningAuditor
 from consortium.training import LocalTrainConfig
@@ -168,7 +168,7 @@ def run(ctx: ActionContext, cfg: UnlearnConfig, dest: Path, resume: bool) -> dic
             workflow,
             app,
             method_dir,
-            resume=resume and (method_dir / "checkpoint.pkl").exists(),
+            resume=resume and load_checkpoint(method_dir) is not None,
             description=name,
         )
         summaries[name] = {**result.summary, **auditor(result.final_arrays)}

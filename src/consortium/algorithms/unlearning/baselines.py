@@ -22,7 +22,10 @@ from consortium.algorithms.unlearning.client import PRUNE
 from consortium.algorithms.unlearning.config import BaselineConfig
 from consortium.algorithms.unlearning.explain import parameter_mask, select_channels, tfidf_scores
 from consortium.algorithms.unlearning.request import UnlearningRequest
-from consortium.algorithms.unlearning.selective import class_means_from_replies
+from consortium.algorithms.unlearning.selective import (
+    class_activation_spec,
+    class_means_from_replies,
+)
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
 
@@ -93,7 +96,8 @@ class TfidfPrune(_Baseline):
 
     def setup(self, grid: Grid) -> dict[str, Any]:
         msg = self.request_message("class_activations", self.weights, {})
-        replies = grid.send({c: msg for c in grid.client_ids})
+        spec = class_activation_spec(self.scratch.load(self.weights), self.num_classes)
+        replies = grid.send({c: msg for c in grid.client_ids}, expect=spec)
         means = class_means_from_replies(replies, self.num_classes)
         scores = tfidf_scores(means, int(self.request.class_id))  # type: ignore[arg-type]
         channels = select_channels(scores, self.config.prune_ratio, per_layer=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from consortium.config import Options
+from consortium.core.rundir import check_run_name
 from consortium.training import LocalTrainConfig
 
 UNLEARNING_METHODS = (
@@ -96,6 +97,7 @@ class UnlearnConfig(SelectiveOptions):
     client_id: int | None = Field(None, ge=0, description="member whose data is forgotten")
     sample_ids: list[int] = Field(default_factory=list, description="pool ids (samples requests)")
     source: str = Field("fedavg", description="method folder whose model.npz is unlearned")
+    _plain_source = field_validator("source")(lambda v: check_run_name(v, "source"))
     methods: list[str] = Field(
         default_factory=lambda: list(UNLEARNING_METHODS),
         min_length=1,

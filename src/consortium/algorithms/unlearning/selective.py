@@ -52,6 +52,16 @@ def class_means_from_replies(replies: dict, num_classes: int) -> dict[str, np.nd
     return {k: v / np.maximum(counts, 1)[:, None] for k, v in sums.items()}
 
 
+def class_activation_spec(model: torch.nn.Module, num_classes: int) -> ReplySpec:
+    """What a ``class_activations`` reply must hold: per-class counts and, per channel layer,
+    per-class activation sums (anything else is rejected before it reaches the means)."""
+    arrays = {"counts": ArraySpec((num_classes,), np.dtype(np.float64))}
+    for name, m in channel_layers(model):
+        width = m.out_channels if isinstance(m, torch.nn.Conv2d) else m.out_features
+        arrays[f"sum/{name}"] = ArraySpec((num_classes, int(width)), np.dtype(np.float64))
+    return ReplySpec(arrays)
+
+
 class SelectiveUnlearning(UnlearningWorkflow):
     """Xu et al., "Update Selective Parameters: Federated Machine Unlearning Based on Model
     Explanation", IEEE Trans. Big Data 11(2), 2025 (formulas reconstructed; see the docs)."""
@@ -116,7 +126,8 @@ class SelectiveUnlearning(UnlearningWorkflow):
             explained = len(scored)
         else:
             msg = self.request_message("class_activations", self.weights, {})
-            replies = grid.send({c: msg for c in grid.client_ids})
+            spec = class_activation_spec(model, self.num_classes)
+            replies = grid.send({c: msg for c in grid.client_ids}, expect=spec)
             means = class_means_from_replies(replies, self.num_classes)
             scores = tfidf_scores(means, int(self.request.class_id))  # type: ignore[arg-type]
             explained = len(replies)

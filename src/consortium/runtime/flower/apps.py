@@ -1,8 +1,9 @@
 """Any consortium workflow as a Flower ``ServerApp``, its member handlers as a ``ClientApp``.
 
 The server side builds a :class:`ServerRun` (the workflow and how to run it) from the Flower
-run config, wraps Flower's grid in a :class:`~consortium.runtime.flower.grid.FlowerGrid` and
-drives the workflow with the same :func:`~consortium.core.run.run_workflow` loop the
+run config, wraps Flower's grid in a :class:`~consortium.runtime.flower.grid.FlowerGrid` (with
+the server operator's roster, when the run config's ``roster`` names one) and drives the
+workflow with the same :func:`~consortium.core.run.run_workflow` loop the
 in-process runtime uses: metrics JSONL, checkpoints and the summary come out the same.
 
 The member side builds a :class:`Member` (the consortium ``ClientApp`` and a function giving
@@ -46,6 +47,7 @@ from consortium.runtime.flower.records import (
     save_state,
     to_recorddict,
 )
+from consortium.runtime.flower.security import Roster, read_roster
 
 log = logging.getLogger("consortium.runtime.flower")
 
@@ -98,6 +100,10 @@ class ServerRun:
     resume: bool = False
     progress: bool = False
     description: str | None = None
+    #: Member id -> registered node key; ``None``: the run config's ``roster`` file, if any.
+    roster: Roster | None = None
+    #: Member id -> samples it holds, when the server knows (caps reported sample counts).
+    data_sizes: Mapping[int, int | None] | None = None
 
 
 ServerRunFactory = Callable[[AppSettings], ServerRun]
@@ -115,7 +121,11 @@ def flower_server_app(
 
     @app.main()
     def main(grid: FlowerNativeGrid, context: Context) -> None:
-        run = build(AppSettings.from_context(context))
+        settings = AppSettings.from_context(context)
+        run = build(settings)
+        roster = run.roster
+        if roster is None and str(settings.run_config.get("roster") or ""):
+            roster = read_roster(str(settings.run_config["roster"]))
         consortium_grid = FlowerGrid(
             grid,
             run.num_clients,
@@ -124,6 +134,8 @@ def flower_server_app(
             max_reply_bytes=run.max_reply_bytes,
             reply_timeout=run.reply_timeout,
             connect_timeout=run.connect_timeout,
+            roster=roster,
+            data_sizes=run.data_sizes,
         )
         consortium_grid.connect()
         result = run_workflow(

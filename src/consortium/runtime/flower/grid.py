@@ -1,16 +1,23 @@
 """The server side: a consortium :class:`~consortium.core.grid.Grid` that moves messages over
 Flower's grid.
 
-A workflow sends to member ids (partition indices); Flower addresses nodes by random 64-bit
-ids that change with every start of a SuperNode. :meth:`FlowerGrid.connect` waits until the
-nodes have registered, asks each which partition it serves (a ``query.consortium_identify``
-message answered from the node's ``partition-id`` / ``num-partitions`` node config), and keeps
-that map for the run. Sampling stays the grid's seeded sampler, so a run draws the same
-members on Flower as in-process.
+A workflow sends to member ids (partition indices); Flower addresses nodes by 64-bit ids.
+:meth:`FlowerGrid.connect` waits until the members' nodes have registered and maps each node
+to its member:
 
-Everything else a reply must go through (byte accounting, validation, ``min_replies``) is
-:meth:`Grid.send`'s, shared with every runtime; this class only turns Flower's error replies
-and missing replies into failures with a reason.
+* with a **roster** (the server operator's file: member id -> the member's registered
+  SuperNode public key; see :mod:`~consortium.runtime.flower.security`), by the key Flower
+  authenticated for the node. What a node declares never decides who it is: a node whose key
+  is not on the roster, or that declares another member's ``partition-id``, is refused and
+  logged and gets no message; the run goes on with the members on the roster;
+* without one (Flower's simulation, closed test networks), by the ``partition-id`` each node
+  declares in its node config (asked once with a ``query.consortium_identify`` message); a
+  second node claiming a partition already served is refused and logged.
+
+Sampling stays the grid's seeded sampler, so a run draws the same members on Flower as
+in-process. Everything else a reply must go through (byte accounting, validation,
+``min_replies``) is :meth:`Grid.send`'s, shared with every runtime; this class only turns
+Flower's error replies and missing replies into failures with a reason.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from logging import WARNING
 from typing import Any
 
 from flwr.app import ConfigRecord, RecordDict
 from flwr.app import Message as FlowerMessage
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid as FlowerNativeGrid
 
 from consortium.core.grid import Grid
@@ -35,6 +44,7 @@ from consortium.runtime.flower.records import (
     message_type,
     to_recorddict,
 )
+from consortium.runtime.flower.security import Roster, RosterError, key_fingerprint
 
 log = logging.getLogger("consortium.runtime.flower")
 
@@ -51,8 +61,7 @@ class FlowerGrid(Grid):
     grid
         The ``flwr.serverapp.Grid`` a Flower ``ServerApp`` receives.
     num_clients
-        Members expected: nodes whose ``partition-id`` is ``0 .. num_clients - 1`` and whose
-        ``num-partitions`` equals ``num_clients``.
+        Members expected: ``0 .. num_clients - 1``.
     seed, min_replies, max_reply_bytes
         See :class:`~consortium.core.grid.Grid`.
     reply_timeout
@@ -64,6 +73,12 @@ class FlowerGrid(Grid):
         Seconds :meth:`connect` waits for all members to register and identify themselves.
     ttl
         Flower time-to-live of each message in seconds (``None``: Flower's default, 12 h).
+    data_sizes
+        Member id -> samples it holds, when the server knows (the cap of the sample counts
+        its replies report; see :meth:`Grid.declared_size`).
+    roster
+        Member id -> registered public key (see :func:`~consortium.runtime.flower.security.
+        read_roster`); ``None`` identifies members by the ``partition-id`` their nodes declare.
     """
 
     def __init__(
@@ -77,15 +92,27 @@ class FlowerGrid(Grid):
         reply_timeout: float | None = None,
         connect_timeout: float = 300.0,
         ttl: float | None = None,
+        roster: Roster | None = None,
+        data_sizes: Mapping[int, int | None] | None = None,
     ) -> None:
         super().__init__(num_clients, seed, min_replies, max_reply_bytes)
         if reply_timeout is not None and reply_timeout <= 0:
             raise ValueError(f"reply_timeout must be > 0 or None, got {reply_timeout}")
+        if roster is not None and roster.members != list(range(num_clients)):
+            raise FederationError(
+                f"the roster lists members {roster.members[:10]}, the run has members "
+                f"0..{num_clients - 1}"
+            )
         self.flower_grid = grid
         self.reply_timeout = reply_timeout
         self.connect_timeout = connect_timeout
         self.ttl = ttl
+        self.roster = roster
+        self.data_sizes = dict(data_sizes or {})
+        #: Nodes refused by :meth:`connect`, with the reason (they get no message).
+        self.refused: dict[int, str] = {}
         self._node_of: dict[int, int] = {}
+        self._warned_declared = False
 
     # --- node <-> member map ------------------------------------------------------------
 
@@ -97,28 +124,44 @@ class FlowerGrid(Grid):
     def connect(self) -> dict[int, int]:
         """Wait for every member's node and learn which node serves which member.
 
-        Every node that registers is asked once which partition it serves; the wait ends
-        as soon as every member answered (nodes that never answer, such as a stale node of
-        an earlier start, do not hold it up). Raises :class:`FederationError` when two nodes
-        claim the same partition, a node counts a different number of partitions, or not
-        every member showed up within ``connect_timeout`` seconds.
+        Every node that registers is checked once (its key against the roster, when there is
+        one) and asked which partition it serves; the wait ends as soon as every member is
+        there (nodes that never answer, such as a stale node of an earlier start, do not hold
+        it up). Refused nodes are logged and kept in :attr:`refused`. Raises
+        :class:`FederationError` when not every member joined within ``connect_timeout``
+        seconds (the message lists the refused nodes and why).
         """
         deadline = time.monotonic() + self.connect_timeout
         retry_at: dict[int, float] = {}  # node -> when it may be asked (again)
         pending: dict[str, int] = {}
         found: dict[int, int] = {}
-        node_ids: set[int] = set()
+        rostered: dict[int, int] = {}  # node -> member its key is, on the roster
+        nodes: dict[int, bytes] = {}
         while len(found) < self.num_clients:
             now = time.monotonic()
             if now > deadline:
                 missing = sorted(set(range(self.num_clients)) - set(found))
+                refused = "; ".join(f"node {n}: {r}" for n, r in self.refused.items())
                 raise FederationError(
                     f"after {self.connect_timeout:g} s, {len(found)} of {self.num_clients} "
                     f"members have joined (missing partition-ids {missing[:10]}"
-                    f"{' ...' if len(missing) > 10 else ''}; nodes seen: {len(node_ids)})"
+                    f"{' ...' if len(missing) > 10 else ''}; nodes seen: {len(nodes)}"
+                    f"{'; refused: ' + refused if refused else ''})"
                 )
-            node_ids = set(self.flower_grid.get_node_ids())
-            ask = sorted(n for n in node_ids if retry_at.get(n, 0.0) <= now)
+            nodes = self._registered_nodes()
+            ask = []
+            for node in sorted(nodes):
+                if node in self.refused or retry_at.get(node, 0.0) > now:
+                    continue
+                if self.roster is not None and node not in rostered:
+                    member = self.roster.member_of(nodes[node])
+                    if member is None:
+                        self._refuse(
+                            node, f"its key {_fingerprint(nodes[node])} is not on the roster"
+                        )
+                        continue
+                    rostered[node] = member
+                ask.append(node)
             for node in ask:
                 retry_at[node] = float("inf")
             sent, failed = self._push({node: self._identify_message(node) for node in ask})
@@ -128,18 +171,41 @@ class FlowerGrid(Grid):
                 log.warning("node %d did not identify itself: %s", node, reason)
                 retry_at[node] = time.monotonic() + 10.0
             for node, reply in replies.items():
-                cid = self._check_identity(node, reply)
+                try:
+                    cid = self._check_identity(node, reply, rostered.get(node))
+                except FederationError as err:
+                    self._refuse(node, str(err))
+                    continue
                 if cid in found and found[cid] != node:
-                    raise FederationError(
-                        f"nodes {found[cid]} and {node} both serve partition-id {cid}: "
-                        "give every SuperNode its own --node-config partition-id"
+                    self._refuse(
+                        node, f"nodes {found[cid]} and {node} both serve partition-id {cid}"
                     )
+                    continue
                 found[cid] = node
             if len(found) < self.num_clients:
                 time.sleep(0.2)
         self._node_of = dict(sorted(found.items()))
         log.info("federation ready: %d members on nodes %s", len(found), self._node_of)
         return self.nodes
+
+    def _registered_nodes(self) -> dict[int, bytes]:
+        """Node id -> the public key Flower registered for it (empty when it has none)."""
+        get_nodes = getattr(self.flower_grid, "get_nodes", None)
+        if get_nodes is None:
+            return {int(n): b"" for n in self.flower_grid.get_node_ids()}
+        nodes = {int(info.node_id): bytes(info.public_key) for info in get_nodes()}
+        if self.roster is None and any(nodes.values()) and not self._warned_declared:
+            self._warned_declared = True
+            flwr_log(
+                WARNING,
+                "[consortium] no roster: members are identified by the partition-id their "
+                "nodes declare; a deployment needs a roster (see docs/flower.md)",
+            )
+        return nodes
+
+    def _refuse(self, node: int, reason: str) -> None:
+        self.refused[node] = reason
+        flwr_log(WARNING, "[consortium] refused node %d: %s", node, reason)
 
     def _identify_message(self, node: int) -> FlowerMessage:
         return FlowerMessage(
@@ -150,29 +216,41 @@ class FlowerGrid(Grid):
             ttl=self.ttl,
         )
 
-    def _check_identity(self, node: int, reply: FlowerMessage) -> int:
+    def _check_identity(self, node: int, reply: FlowerMessage, rostered: int | None) -> int:
+        """The member ``node`` serves: its roster entry, else its declared ``partition-id``."""
         ident = reply.content.config_records.get(META, ConfigRecord())
         if ident.get("protocol") != PROTOCOL:
             raise FederationError(
                 f"node {node} speaks consortium record layout {ident.get('protocol')!r}, "
                 f"the server {PROTOCOL}: install the same consortium version on every node"
             )
-        if "partition-id" not in ident:
+        total = ident.get("num-partitions")
+        if total is not None and _as_int(total) != self.num_clients:
+            raise FederationError(
+                f"node {node} says num-partitions={total!r}, the run has {self.num_clients} members"
+            )
+        declared = ident.get("partition-id")
+        if rostered is not None:
+            if declared is not None and _as_int(declared) != rostered:
+                raise FederationError(
+                    f"node {node} declares partition-id {declared!r}, but its key is member "
+                    f"{rostered}'s on the roster"
+                )
+            return rostered
+        if declared is None:
             raise FederationError(
                 f"node {node} has no partition-id in its node config: start it with "
                 "--node-config 'partition-id=K num-partitions=N'"
             )
-        cid, total = _as_int(ident["partition-id"]), ident.get("num-partitions")
-        if total is not None and _as_int(total) != self.num_clients:
-            raise FederationError(
-                f"node {node} (partition-id {cid}) says num-partitions={total!r}, "
-                f"the run has {self.num_clients} members"
-            )
+        cid = _as_int(declared)
         if not 0 <= cid < self.num_clients:
             raise FederationError(
                 f"node {node} serves partition-id {cid}, outside 0..{self.num_clients - 1}"
             )
         return cid
+
+    def declared_size(self, client_id: int) -> int | None:
+        return self.data_sizes.get(client_id)
 
     # --- message exchange --------------------------------------------------------------
 
@@ -269,3 +347,10 @@ def _as_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise FederationError(f"expected an integer, got {value!r}")
     return int(value)
+
+
+def _fingerprint(key: bytes) -> str:
+    try:
+        return key_fingerprint(key) if key else "(none)"
+    except RosterError:
+        return "(unreadable)"

@@ -6,8 +6,12 @@ ports, optionally with TLS and SuperNode authentication, and the app is submitte
 real ``flwr run``. The federation stops every process it started, by process id, when it is
 closed (also when the block it guards raised).
 
-    with LoopbackFederation(3, "fed", tls=True, node_auth=True) as fed:
-        write_flower_app(experiment, "fed/app", run_dir="fed/run")
+``secure=True`` is the documented deployment in miniature: TLS, SuperNode authentication,
+a roster of the members' keys, and SuperNodes that reach the SuperLink only through the Fleet
+gateway (:mod:`~consortium.runtime.flower.gateway`), as members on other machines would.
+
+    with LoopbackFederation(3, "fed", secure=True) as fed:
+        write_flower_app(experiment, "fed/app", run_dir="fed/run", roster=fed.roster_path)
         run = fed.run("fed/app")
         assert run.status == "finished:completed"
 """
@@ -35,6 +39,7 @@ from consortium.runtime.flower.security import (
     NodeKey,
     TlsFiles,
     write_node_key,
+    write_roster,
     write_tls_certificates,
 )
 
@@ -114,6 +119,14 @@ class LoopbackFederation:
         Extra node config per node index (e.g. ``{"data-path": ...}``).
     env
         Environment overrides for every process (e.g. ``{"OMP_NUM_THREADS": "1"}``).
+    gateway
+        SuperNodes dial a Fleet gateway (its own process) instead of the SuperLink: they
+        reach the Fleet API only (:attr:`fleet_address`; the ``flwr`` CLI keeps
+        :attr:`address`).
+    roster
+        Write :attr:`roster_path` (member id = node ``i``'s public key; needs ``node_auth``).
+    secure
+        Shorthand for ``tls``, ``node_auth``, ``gateway`` and ``roster`` together.
     """
 
     def __init__(
@@ -126,13 +139,24 @@ class LoopbackFederation:
         node_config: Callable[[int], Mapping[str, Any]] | None = None,
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 120.0,
+        gateway: bool = False,
+        roster: bool = False,
+        secure: bool = False,
     ) -> None:
+        if secure:
+            tls = node_auth = gateway = roster = True
         if node_auth and not tls:
             raise ValueError("SuperNode authentication needs TLS (tls=True)")
+        if roster and not node_auth:
+            raise ValueError("a roster of node keys needs SuperNode authentication")
         self.num_nodes = num_nodes
         self.workdir = Path(workdir).absolute()
         self.tls = tls
         self.node_auth = node_auth
+        self.gateway = gateway
+        self.roster = roster
+        self.fleet_port = 0
+        self.roster_path: Path | None = None
         self.node_config = node_config or (lambda i: {})
         self.startup_timeout = startup_timeout
         self.port = 0
@@ -160,7 +184,13 @@ class LoopbackFederation:
 
     @property
     def address(self) -> str:
+        """Where the SuperLink listens (all its APIs; the server operator's address)."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def fleet_address(self) -> str:
+        """What members dial: the Fleet gateway, or the SuperLink itself without one."""
+        return f"127.0.0.1:{self.fleet_port}" if self.gateway else self.address
 
     # --- processes -----------------------------------------------------------------------
 
@@ -187,8 +217,13 @@ class LoopbackFederation:
         try:
             self._start_superlink()
             self._write_cli_config()
+            if self.gateway:
+                self._start_gateway()
             for i in range(self.num_nodes):
                 self.start_node(i)
+            if self.roster:
+                keys = {i: self.node_keys[i].public_key for i in range(self.num_nodes)}
+                self.roster_path = write_roster(self.workdir / "roster.toml", keys)
         except BaseException:
             self.stop()
             raise
@@ -213,6 +248,18 @@ class LoopbackFederation:
         home.mkdir(parents=True, exist_ok=True)
         proc = self._spawn("superlink", argv, home)
         self._wait_listening(proc, self.port)
+
+    def _start_gateway(self) -> None:
+        self.fleet_port = free_port()
+        argv = [sys.executable, "-m", "consortium.runtime.flower", "gateway"]
+        argv += ["--listen", self.fleet_address, "--superlink", self.address]
+        if self.certificates is not None:
+            argv += ["--certificates", str(self.certificates.ca_cert.parent)]
+        else:
+            argv.append("--insecure")
+        home = self.workdir / "gateway"
+        home.mkdir(parents=True, exist_ok=True)
+        self._wait_listening(self._spawn("gateway", argv, home), self.fleet_port)
 
     def _wait_listening(self, proc: _Proc, port: int) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -264,7 +311,7 @@ class LoopbackFederation:
         home.mkdir(parents=True, exist_ok=True)
         argv = [
             _bin("flower-supernode"),
-            "--superlink", self.address,
+            "--superlink", self.fleet_address,
             "--host", "127.0.0.1",
             "--port", str(free_port()),
             "--node-config", _node_config_arg(config),
@@ -277,7 +324,8 @@ class LoopbackFederation:
         if self.node_auth or private_key is not None:
             if private_key is None:
                 key = write_node_key(self.workdir / "keys", name)
-                self.node_keys[index] = key
+                if name == f"supernode-{index}":  # a member's node, not a trial one
+                    self.node_keys[index] = key
                 if register:
                     self.flwr("supernode", "register", str(key.public_key), CONNECTION)
                 private_key = key.private_key

@@ -13,14 +13,14 @@ record                  type             holds
 ======================= ================ ============================================
 
 The member's state (``ctx.state``) is kept in the node's own ``Context.state`` between
-messages: arrays in an ``ArrayRecord``, scalars in a ``ConfigRecord``, and any other value
-pickled into a bytes entry. State never leaves the member's machine, so the pickle is only
-ever read back by the process family that wrote it.
+messages, in the checkpoint encoding (:mod:`consortium.core.checkpoint`): its arrays in an
+``ArrayRecord``, the rest as JSON in a ``ConfigRecord``. Nothing is pickled: reading the state
+back runs no code, whoever wrote the records.
 """
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
+from consortium.core.checkpoint import CheckpointError, decode_tree, encode_tree
 from consortium.core.message import Message
 
 ARRAYS = "consortium.arrays"
@@ -36,16 +37,13 @@ METRICS = "consortium.metrics"
 META = "consortium.meta"
 
 STATE_ARRAYS = "consortium.state.arrays"
-STATE_SCALARS = "consortium.state.scalars"
-STATE_OBJECTS = "consortium.state.objects"
+STATE_TREE = "consortium.state.tree"
 
 #: Version of this record layout; a member refuses messages of another version.
 PROTOCOL = 1
 
 #: The query action a server uses to learn which partition (member id) each node serves.
 IDENTIFY = "consortium_identify"
-
-_SCALARS = (bool, int, float, str, bytes)
 
 
 def message_type(kind: str) -> str:
@@ -129,43 +127,31 @@ def from_recorddict(content: RecordDict) -> tuple[Message, Envelope | None]:
 def save_state(records: RecordDict, state: Mapping[str, Any]) -> None:
     """Write a member's state dict into a node's ``Context.state`` (replacing what was there).
 
-    NumPy arrays go to an ``ArrayRecord``, plain scalars to a ``ConfigRecord``, anything
-    else (nested dicts, tensors, lists of arrays) is pickled into a bytes entry.
+    The state may hold what a checkpoint holds (nested dicts, lists, tuples, sets, numpy
+    arrays and scalars, numbers, strings, ``None``); anything else raises ``TypeError``.
     """
-    arrays: dict[str, Array] = {}
-    scalars: dict[str, Any] = {}
-    objects: dict[str, Any] = {}
-    for key, value in state.items():
-        if not isinstance(key, str):
-            objects[f"{key!r}"] = pickle.dumps((key, value), protocol=pickle.HIGHEST_PROTOCOL)
-        elif isinstance(value, np.ndarray) and value.dtype != object:
-            arrays[key] = Array(value)
-        elif isinstance(value, _SCALARS):
-            scalars[key] = value
-        else:
-            objects[key] = pickle.dumps((key, value), protocol=pickle.HIGHEST_PROTOCOL)
-    for name in (STATE_ARRAYS, STATE_SCALARS, STATE_OBJECTS):
+    tree, arrays = encode_tree(dict(state))
+    for name in (STATE_ARRAYS, STATE_TREE):
         if name in records:
             del records[name]
+    if not state:
+        return
+    records[STATE_TREE] = ConfigRecord({"tree": json.dumps(tree, allow_nan=False)})
     if arrays:
-        records[STATE_ARRAYS] = ArrayRecord(arrays)
-    if scalars:
-        records[STATE_SCALARS] = ConfigRecord(scalars)
-    if objects:
-        records[STATE_OBJECTS] = ConfigRecord(objects)
+        records[STATE_ARRAYS] = ArrayRecord({str(i): Array(a) for i, a in enumerate(arrays)})
 
 
 def load_state(records: RecordDict) -> dict[str, Any]:
     """Read back what :func:`save_state` wrote (an empty dict for a new member)."""
-    state: dict[str, Any] = {}
-    if STATE_ARRAYS in records:
-        state.update({k: a.numpy() for k, a in records.array_records[STATE_ARRAYS].items()})
-    if STATE_SCALARS in records:
-        state.update(records.config_records[STATE_SCALARS])
-    if STATE_OBJECTS in records:
-        for blob in records.config_records[STATE_OBJECTS].values():
-            if not isinstance(blob, bytes):
-                raise ValueError("corrupt member state: expected pickled bytes")
-            key, value = pickle.loads(blob)  # written by this member itself
-            state[key] = value
+    if STATE_TREE not in records:
+        return {}
+    stored = records.array_records[STATE_ARRAYS] if STATE_ARRAYS in records else {}
+    try:
+        tree = json.loads(str(records.config_records[STATE_TREE]["tree"]))
+        arrays = [stored[str(i)].numpy() for i in range(len(stored))]
+        state = decode_tree(tree, arrays)
+    except (KeyError, ValueError, CheckpointError) as err:
+        raise ValueError(f"corrupt member state: {err}") from None
+    if not isinstance(state, dict):
+        raise ValueError("corrupt member state: not a dict")
     return state
