@@ -13,8 +13,10 @@ mutmut records which test reaches which function, so each mutant runs only the t
 A mutant that changes no behaviour (an *equivalent* mutant) cannot be killed by any test. Each
 one is listed with the reason in ``tools/mutation_equivalents.toml``, identified by its function
 and the exact line it changes (not by mutmut's number, which shifts when code is edited), and
-left out of the score: score = killed / (mutants - equivalent). "No tests" and timeouts of a
-mutant count as survivors. An entry that no longer matches any mutant is reported as stale.
+left out of the score: score = killed / (mutants - equivalent); an optional ``near`` text,
+which must appear in the mutant's diff, tells apart identical lines of one function. "No
+tests" and timeouts of a mutant count as survivors. An entry that no longer matches any
+mutant is reported as stale.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def _matches(entry: dict[str, str], m: Mutant) -> bool:
         m.function == entry["function"]
         and entry["from"].strip() in m.removed
         and entry["to"].strip() in m.added
+        and entry.get("near", "") in m.diff  # tells apart twin lines of one function
     )
 
 
@@ -137,6 +140,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="reuse mutants/ (incremental run)")
     parser.add_argument("--no-run", action="store_true", help="only report the last run")
     parser.add_argument("--survivors", action="store_true", help="print surviving diffs")
+    parser.add_argument("--equivalents", action="store_true", help="list equivalent mutants")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--fail-under", type=float, default=95.0, help="exit 1 below (percent)")
     parser.add_argument("--filter", default="", help="regex on mutant names for --survivors")
@@ -180,6 +184,10 @@ def main() -> int:
         print(f"WARNING: stale equivalence entry (matches no surviving mutant): {e['function']}: "
               f"{e['from']!r} -> {e['to']!r}")
 
+    if args.equivalents:
+        print("\nequivalent mutants (left out of the score):")
+        for m, reason in equivalent:
+            print(f"  {m.name}: {' / '.join(m.added)}  -- {reason}")
     if args.survivors:
         listed = {m.name for m, _ in equivalent}
         pattern = re.compile(args.filter)

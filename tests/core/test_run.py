@@ -213,7 +213,9 @@ def test_setup_is_logged_when_it_reports_or_sends(metrics, sends, has_line):
 
 
 def test_times_add_up(tmp_path):
+    burn(0.3)  # CPU time spent before the run must not leak into its accounting
     result = quiet(Scripted(slow=0.05, setup_metrics={"k": 1}), run_dir=tmp_path)
+    assert all(r["cpu_s"] < 0.25 and r["time_s"] < 0.25 for r in result.rounds)
     s = result.summary
     walls = sum(r["time_s"] for r in result.rounds)
     cpus = sum(r["cpu_s"] for r in result.rounds)
@@ -240,7 +242,8 @@ def test_summary_totals(tmp_path):
     assert s["bytes_down_total"] == sum(r["bytes_down"] for r in lines) + finish_up
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert list(on_disk) == list(s)  # written in the summary's own order
-    assert "\n  " in (tmp_path / "summary.json").read_text()  # indented for people
+    second = (tmp_path / "summary.json").read_text().splitlines()[1]
+    assert second.startswith('  "') and not second.startswith("   ")  # indented by 2, for people
 
 
 def test_a_round_with_too_few_replies_is_skipped_and_logged(caplog):

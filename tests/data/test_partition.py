@@ -247,6 +247,22 @@ def test_dirichlet_full_members_get_no_more():
     assert lists(p) == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
+def test_dirichlet_shares_are_renormalised_over_the_open_members():
+    # member 0 is full after class 0; the draw 0.2/0.4/0.4 for class 1 becomes 0/0.5/0.5
+    labels = [0] * 6 + [1] * 6
+    p = scripted(labels, 3, "dirichlet", [[1, 0, 0], [0.2, 0.4, 0.4]], min_size=0)
+    assert lists(p) == [[0, 1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11]]
+
+
+def test_dirichlet_unreachable_min_size_message_in_full():
+    with pytest.raises(ValueError) as err:
+        scripted([0] * 4 + [1] * 4, 2, "dirichlet", [[1, 0], [1, 0]], min_size=5, max_tries=1)
+    assert str(err.value) == (
+        "dirichlet: min_size=5 unreachable, no draw in 1 tries gave every member that many "
+        "samples; use a larger alpha, fewer members or a smaller min_size"
+    )
+
+
 @pytest.mark.parametrize("draw", [[1.0, 0.0, 0.0], [np.nan] * 3])
 def test_dirichlet_no_mass_left_splits_evenly_among_open_members(draw):
     # class 0 fills member 0; the draw for class 1 has no mass (or NaN) on members 1 and 2:
@@ -279,6 +295,15 @@ def test_quantity_rounds_by_largest_remainder():
 def test_quantity_ties_go_to_the_lower_member_id():
     p = scripted(np.zeros(60, int), 40, "quantity", [np.full(40, 1 / 40)], min_size=1)
     assert p.sizes().tolist() == [2] * 20 + [1] * 20
+
+
+def test_quantity_ties_among_mixed_remainders_go_to_the_lower_member_id():
+    # remainders 3/4, 1/2 and 1/4; 9 extras: all six 3/4s, then the first three 1/2s by id
+    # (an unstable sort picks other 1/2s here)
+    quarters = np.array([3, 1, 2, 3, 3, 2, 2, 2, 1, 1, 2, 3, 3, 3, 1, 1, 3])
+    p = scripted(np.zeros(26, int), 17, "quantity", [quarters / 4], min_size=1)
+    extra = [1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 1]
+    assert p.sizes().tolist() == [1 + e for e in extra]
 
 
 def test_quantity_normalises_the_draw():
@@ -400,9 +425,21 @@ def test_report_table_layout():
         ("all", "4", "3", "2", "1", "1"),
     ]
     assert table.rows[-1].style == "bold" and table.rows[0].style is None
+    absent = p.report_table(labels, 4)  # class 3 has no sample anywhere
+    assert [str(c._cells[-1]) for c in absent.columns] == ["all", "4", "3", "2", "1", "1", "0"]
     # per-class columns up to 20 classes, none beyond
     many = Partition((np.arange(4),))
     assert len(many.report_table(np.arange(4), 20).columns) == 23
     assert len(many.report_table(np.arange(4), 21).columns) == 3
     row = [str(c._cells[0]) for c in many.report_table(np.arange(4), 21).columns]
     assert row == ["0", "4", "4"]
+
+
+def test_dirichlet_rounding_never_feeds_a_full_last_member():
+    # found by Hypothesis: shares summing to 1 - 1e-16 before the last, already full, member
+    # used to leave that member one sample of class 1
+    labels = np.array([0] * 21 + [1] * 10)
+    p = partition(labels, 10, "dirichlet", rng=np.random.default_rng(1), alpha=3.0, min_size=0)
+    counts = p.class_counts(labels, 2)
+    full = counts[:, 0] >= len(labels) / 10
+    assert full[-1] and (counts[full, 1] == 0).all()

@@ -13,6 +13,7 @@ import numpy as np
 from rich.table import Table
 
 SCHEMES = ("iid", "homogeneous", "dirichlet", "quantity", "label_k", "groups")
+_CUT_TOLERANCE = 1e-6  # far above float error of a cumulative share x pool size, far below 1
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,10 @@ def _dirichlet(
             p = np.where(open_, p, 0.0)
             total = p.sum()
             p = p / total if np.isfinite(total) and total > 0 else open_ / open_.sum()
-            cuts = (np.cumsum(p) * len(idx)).astype(np.int64)[:-1]
+            # Cut where the cumulative shares fall. The tolerance undoes float rounding: a
+            # share summing to 1 - 1e-16 before a full last member would otherwise hand that
+            # member a sample against the balance rule.
+            cuts = np.floor(np.cumsum(p) * len(idx) + _CUT_TOLERANCE).astype(np.int64)[:-1]
             for j, chunk in enumerate(np.split(idx, cuts)):
                 chunks[j].append(chunk)
                 sizes[j] += len(chunk)
@@ -160,7 +164,7 @@ def _quantity(
         )
     share = rng.dirichlet(np.full(num_clients, beta))
     if not np.all(np.isfinite(share)) or share.sum() <= 0:
-        share = np.full(num_clients, 1 / num_clients)
+        share = np.ones(num_clients)  # equal shares (normalised below)
     raw = share / share.sum() * spare
     sizes = np.floor(raw).astype(np.int64)
     largest_remainders = np.argsort(sizes - raw, kind="stable")
