@@ -4,14 +4,17 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from consortium.core import InvalidReply, Message, ReplySpec, Update, derive_seed, partial_mean
 from consortium.core.validation import check_arrays, check_message
 
-FAST = settings(max_examples=100, deadline=None)
+# no deadline and no too-slow check: a loaded machine (or mutmut's workers) must not fail them
+FAST = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # ---------------------------------------------------------------- partial_mean
 
@@ -94,7 +97,7 @@ names = st.one_of(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@FAST
 @given(st.integers(0, 2**32), names)
 def test_derived_seeds_are_distinct_over_names(seed, parts):
     seeds = [derive_seed(seed, "purpose", p) for p in parts]
@@ -104,7 +107,7 @@ def test_derived_seeds_are_distinct_over_names(seed, parts):
     assert seeds == [derive_seed(seed, "purpose", p) for p in parts]  # stable
 
 
-@settings(max_examples=100, deadline=None)
+@FAST
 @given(st.integers(0, 2**32), st.integers(0, 2**32), st.integers(0, 1000))
 def test_derived_seeds_depend_on_the_run_seed_and_the_order_of_parts(a, b, rnd):
     if a != b:

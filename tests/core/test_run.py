@@ -153,7 +153,7 @@ class Scripted(Workflow):
 
     def setup(self, grid):
         self.seen.append(("setup", grid.round))
-        burn(self.slow)
+        burn(4 * self.slow)
         if self.setup_sends:
             grid.send({0: Message("hello")})
         return dict(self.setup_metrics)
@@ -213,16 +213,20 @@ def test_setup_is_logged_when_it_reports_or_sends(metrics, sends, has_line):
 
 
 def test_times_add_up(tmp_path):
-    burn(0.3)  # CPU time spent before the run must not leak into its accounting
+    # Bounds that hold however loaded the machine is: each phase spends at least its share of
+    # wall and CPU time, and the phases together never exceed what the whole call took.
+    burn(0.3)  # time spent before the run must not leak into its accounting
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     result = quiet(Scripted(slow=0.05, setup_metrics={"k": 1}), run_dir=tmp_path)
-    assert all(r["cpu_s"] < 0.25 and r["time_s"] < 0.25 for r in result.rounds)
+    wall_total, cpu_total = time.perf_counter() - wall0, time.process_time() - cpu0
     s = result.summary
     walls = sum(r["time_s"] for r in result.rounds)
     cpus = sum(r["cpu_s"] for r in result.rounds)
-    assert result.rounds[0]["time_s"] >= 0.05 and result.rounds[0]["cpu_s"] >= 0.05
+    assert result.rounds[0]["time_s"] >= 0.2 and result.rounds[0]["cpu_s"] >= 0.2
+    assert all(r["time_s"] >= 0.01 and r["cpu_s"] >= 0.01 for r in result.rounds[1:])
     # setup and rounds are in the lines, the finish phase (>= 0.05 s) only in the totals
-    assert walls + 0.05 <= s["wall_time_s"] < walls + 0.5
-    assert cpus + 0.05 <= s["cpu_time_s"] < cpus + 0.5
+    assert walls + 0.05 <= s["wall_time_s"] <= wall_total
+    assert cpus + 0.05 <= s["cpu_time_s"] <= cpu_total
     assert result.wall_time_s == s["wall_time_s"]
     assert json.loads((tmp_path / "summary.json").read_text())["wall_time_s"] == s["wall_time_s"]
 

@@ -414,7 +414,9 @@ def test_validate_edge_cases():
 def test_report_table_layout():
     labels = np.array([0, 0, 1, 2])
     p = Partition((np.array([0, 1]), np.array([2, 3])))
+    assert str(p.report_table(labels, 3).title) == "partition"
     table = p.report_table(labels, 3, title="t")
+    assert str(table.title) == "t"
     assert [str(c.header) for c in table.columns] == ["member", "samples", "classes", "0", "1", "2"]
     assert all(c.justify == "right" for c in table.columns)
     assert [c.style for c in table.columns[3:]] == ["dim"] * 3

@@ -2,12 +2,15 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consortium.data import partition
 
-FAST = settings(max_examples=100, deadline=None)
+# no deadline and no too-slow check: a loaded machine (or mutmut's workers) must not fail them
+FAST = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @st.composite
