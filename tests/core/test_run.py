@@ -67,8 +67,10 @@ def test_kill_and_resume_is_bit_identical(tiny_federation, tmp_path):
     cut_lines = read_jsonl(tmp_path / "cut" / "metrics.jsonl")
     for a, b in zip(full_lines, cut_lines, strict=True):
         assert a["failures"] == b["failures"] and a["test_accuracy"] == b["test_accuracy"]
-    # CPU time is accounted per round and, across the resume, in the summary
-    assert all(line["cpu_s"] > 0 for line in cut_lines)
+    # CPU time is accounted per round and, across the resume, in the summary. A round can
+    # cost this process no measurable CPU (its members train in worker processes; seen in
+    # mutmut's forked runs), so only >= 0 here: test_times_add_up pins the accounting itself.
+    assert all(line["cpu_s"] >= 0 for line in cut_lines)
     cpu_rounds = sum(line["cpu_s"] for line in cut_lines)
     assert cpu_rounds <= resumed.summary["cpu_time_s"] < cpu_rounds + 60
 
