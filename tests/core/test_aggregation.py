@@ -86,3 +86,114 @@ def test_gather_scatter_masked_roundtrip():
     np.testing.assert_allclose(back[~mask["w"]], ref["w"][~mask["w"]])
     with pytest.raises(ValueError):
         scatter_masked({"w": packed["w"][:-1]}, mask, ref)
+
+
+def test_zero_and_fractional_weights():
+    ref = {"w": np.zeros(2)}
+    a = Update({"w": np.array([1.0, 1.0])}, 0.25)
+    b = Update({"w": np.array([5.0, 9.0])}, 0.75)
+    ignored = Update({"w": np.array([1e6, 1e6])}, 0.0)  # weight 0: left out, not an error
+    np.testing.assert_allclose(partial_mean([a, ignored, b], ref)["w"], [4.0, 7.0])
+    only_zero = partial_mean([ignored], ref)["w"]
+    np.testing.assert_array_equal(only_zero, [0.0, 0.0])  # nobody counted: reference kept
+    np.testing.assert_allclose(weighted_mean([a, b, ignored])["w"], [4.0, 7.0])
+    # weights below one that sum below one are a valid weighting, not "all zero"
+    np.testing.assert_allclose(
+        weighted_mean([Update(a.arrays, 0.1), Update(b.arrays, 0.3)])["w"], [4.0, 7.0]
+    )
+
+
+def test_weighted_mean_with_all_zero_weights_raises():
+    u = {"w": np.ones(2)}
+    with pytest.raises(ValueError, match=r"^weights of the updates sum to zero$"):
+        weighted_mean([Update(u, 0.0), Update(u, 0.0)])
+
+
+@pytest.mark.parametrize("weight", [-1.0, -1e-9, float("nan"), float("inf")])
+def test_bad_weights_are_rejected_with_the_value(weight):
+    with pytest.raises(ValueError, match=r"^update weight must be finite and >= 0, got "):
+        partial_mean([Update({"w": np.zeros(2)}, weight)], {"w": np.zeros(2)})
+
+
+def test_error_messages_name_the_problem():
+    ref = {"w": np.zeros(2)}
+    with pytest.raises(KeyError, match=r"the reference lacks: \['a', 'b', 'c'\]"):
+        partial_mean([Update({k: np.zeros(2) for k in "dcba"})], ref)
+    with pytest.raises(ValueError, match=r"^update 'w' of shape \(3,\) does not fit \(2,\)$"):
+        partial_mean([Update({"w": np.zeros(3)})], ref)
+    with pytest.raises(ValueError, match=r"^update 'w' of shape \(1, 2\) does not fit \(2,\)$"):
+        partial_mean([Update({"w": np.zeros((1, 2))})], ref)
+    bad_mask = Update({"w": np.zeros(2)}, masks={"w": np.ones(3, bool)})
+    with pytest.raises(ValueError, match=r"^mask 'w' of shape \(3,\) != array \(2,\)$"):
+        partial_mean([bad_mask], ref)
+    with pytest.raises(ValueError, match=r"^cannot average zero updates$"):
+        weighted_mean([])
+    with pytest.raises(ValueError, match=r"^weighted_mean needs updates with identical array "):
+        weighted_mean([Update({"w": np.zeros(2)}), Update({"v": np.zeros(2)})])
+    with pytest.raises(ValueError, match=r"^array 'w' has shape \(3,\) in one update, \(2,\) in"):
+        weighted_mean([Update({"w": np.zeros(2)}), Update({"w": np.zeros(3)})])
+
+
+def test_an_update_lacking_a_layer_does_not_hide_later_updates():
+    ref = {"a": np.zeros(2), "b": np.zeros(2)}
+    first = Update({"a": np.ones(2)}, 1.0)  # did not train "b"
+    later = Update({"a": np.full(2, 3.0), "b": np.full(2, 5.0)}, 1.0)
+    out = partial_mean([first, later], ref)
+    np.testing.assert_allclose(out["a"], [2.0, 2.0])
+    np.testing.assert_allclose(out["b"], [5.0, 5.0])
+    zero_first = partial_mean([Update({"b": np.ones(2)}, 0.0), later], ref)
+    np.testing.assert_allclose(zero_first["b"], [5.0, 5.0])
+
+
+def test_an_untrained_layer_does_not_stop_the_layers_after_it():
+    ref = {"frozen": np.full(2, 7.0), "trained": np.zeros(2)}
+    out = partial_mean([Update({"trained": np.ones(2)})], ref)
+    assert list(out) == ["frozen", "trained"]
+    np.testing.assert_allclose(out["frozen"], [7.0, 7.0])
+    np.testing.assert_allclose(out["trained"], [1.0, 1.0])
+    assert out["frozen"] is not ref["frozen"]  # a copy: the caller may change the reference
+
+
+def test_masks_are_truth_values_counted_once():
+    # a mask given as integers (e.g. from torch) counts each non-zero entry once, whatever its value
+    ref = {"w": np.zeros(3)}
+    u = Update({"w": np.array([2.0, 4.0, 6.0])}, 1.0, masks={"w": np.array([3, 0, 1])})
+    v = Update({"w": np.array([4.0, 4.0, 4.0])}, 1.0)
+    np.testing.assert_allclose(partial_mean([u, v], ref)["w"], [3.0, 4.0, 5.0])
+    assert coverage([u], ref)["w"] == pytest.approx(2 / 3)
+    packed = gather_masked(u.arrays, u.masks)
+    np.testing.assert_array_equal(packed["w"], [2.0, 6.0])
+    back = scatter_masked(packed, u.masks, ref)
+    np.testing.assert_array_equal(back["w"], [2.0, 0.0, 6.0])
+
+
+def test_float32_reference_keeps_its_dtype_and_float64_sums():
+    ref = {"w": np.zeros(1, np.float32)}
+    big, small = np.array([1e8], np.float32), np.array([1.0], np.float32)
+    out = partial_mean([Update({"w": big}), Update({"w": small}), Update({"w": small})], ref)
+    assert out["w"].dtype == np.float32
+    assert out["w"][0] == np.float32((1e8 + 2.0) / 3)
+
+
+def test_coverage_counts_regions_masks_and_positive_weights_only():
+    ref = {"w": np.zeros((2, 2)), "b": np.zeros(4), "none": np.zeros(3), "empty": np.zeros(0)}
+    narrow = Update({"w": np.ones((1, 2))}, 1.0)  # the leading row only, no mask
+    masked = Update(
+        {"b": np.ones(4)},
+        1.0,
+        masks={"b": np.array([True, True, False, False])},
+    )
+    later = Update({"b": np.ones(4)}, 1.0, masks={"b": np.array([False, False, False, True])})
+    idle = Update({"none": np.ones(3), "b": np.ones(4)}, 0.0)
+    cov = coverage([narrow, idle, masked, later], ref)
+    assert cov == {"w": 0.5, "b": 0.75, "none": 0.0, "empty": 1.0}
+
+
+def test_scatter_leaves_the_reference_untouched_and_checks_counts():
+    ref = {"w": np.zeros(3)}
+    mask = {"w": np.array([True, False, True])}
+    out = scatter_masked({"w": np.array([1.0, 2.0])}, mask, ref)
+    np.testing.assert_array_equal(out["w"], [1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(ref["w"], [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"^'w': got 3 values for 2 masked entries$"):
+        scatter_masked({"w": np.ones(3)}, mask, ref)

@@ -12,8 +12,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from consortium.algorithms.base.supervised import supervised_client_app
 
+from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.cli import main
 from consortium.core import Message, load_checkpoint, run_workflow

@@ -92,6 +92,15 @@ def test_val_carving_copies_the_pool_once_into_its_own_array():
     assert len(fd.val_y) == 150 and len(fd.pool_y) == 450
 
 
+@pytest.mark.parametrize("seed", [2**32 - 2, 2**32 - 1, 2**32, 2**40])
+def test_any_non_negative_seed_works(seed):
+    # the config accepts any seed >= 0; scikit-learn's splits only take seeds below 2**32
+    kw = {"num_clients": 4, "seed": seed, "server_val_fraction": 0.1, "max_samples": 1000}
+    a, b = build_federated_data("digits", **kw), build_federated_data("digits", **kw)
+    assert np.array_equal(a.val_y, b.val_y) and np.array_equal(a.test_y, b.test_y)
+    assert all(np.array_equal(x, y) for x, y in zip(a.client_train, b.client_train, strict=True))
+
+
 def test_seeded_and_max_samples():
     a = build_federated_data("digits", num_clients=4, scheme="iid", seed=3, max_samples=1000)
     b = build_federated_data("digits", num_clients=4, scheme="iid", seed=3, max_samples=1000)

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 import pytest
-from consortium.algorithms.base.supervised import supervised_client_app
 
+from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.core import ClientApp, InvalidReply, Message, ReplySpec, run_workflow
 from consortium.core.validation import check_message

@@ -54,8 +54,7 @@ def partial_mean(updates: Sequence[Update], reference: Mapping[str, np.ndarray])
             raise KeyError(f"update holds arrays the reference lacks: {sorted(unknown)[:3]}")
     out: Arrays = {}
     for name, ref in reference.items():
-        total: np.ndarray | None = None
-        count: np.ndarray | None = None
+        acc: tuple[np.ndarray, np.ndarray] | None = None  # (weighted sum, weight) per entry
         for u in updates:
             if name not in u.arrays or u.weight == 0:
                 continue
@@ -64,9 +63,9 @@ def partial_mean(updates: Sequence[Update], reference: Mapping[str, np.ndarray])
                 a > r for a, r in zip(arr.shape, ref.shape, strict=True)
             ):
                 raise ValueError(f"update {name!r} of shape {arr.shape} does not fit {ref.shape}")
-            if total is None or count is None:
-                total = np.zeros(ref.shape, np.float64)
-                count = np.zeros(ref.shape, np.float64)
+            if acc is None:
+                acc = (np.zeros(ref.shape, np.float64), np.zeros(ref.shape, np.float64))
+            total, count = acc
             region = _corner(arr.shape)
             mask = None if u.masks is None else u.masks.get(name)
             if mask is None:
@@ -78,9 +77,10 @@ def partial_mean(updates: Sequence[Update], reference: Mapping[str, np.ndarray])
                     raise ValueError(f"mask {name!r} of shape {mask.shape} != array {arr.shape}")
                 total[region] += np.where(mask, u.weight * arr, 0.0)
                 count[region] += u.weight * mask
-        if total is None or count is None:
+        if acc is None:
             out[name] = ref.copy()
             continue
+        total, count = acc
         covered = count > 0
         mean = np.where(covered, total / np.where(covered, count, 1.0), ref)
         if np.issubdtype(ref.dtype, np.integer):

@@ -28,6 +28,16 @@ from consortium.core.validation import (
 log = logging.getLogger("consortium.grid")
 
 
+def _wire_bytes(reply: object) -> int:
+    """A reply's size as counted for communication cost (0 when it cannot be measured)."""
+    if not isinstance(reply, Message):
+        return 0
+    try:
+        return int(reply.nbytes)
+    except Exception:  # a malformed reply: it is rejected below, with a reason
+        return 0
+
+
 class TooFewReplies(RuntimeError):
     """Fewer valid replies than the minimum the run was configured with."""
 
@@ -158,11 +168,13 @@ class Grid(ABC):
             self.record.failures[cid] = reason
         accepted: dict[int, Message] = {}
         for cid in sorted(replies):
+            raw = replies[cid]
+            # What crossed the wire counts, rejected or not (a reply that is not even a
+            # Message has no size we can trust).
+            self.record.bytes_up[cid] = self.record.bytes_up.get(cid, 0) + _wire_bytes(raw)
             try:
-                check_message(replies[cid], messages[cid].kind, self.max_reply_bytes)
-                raw = replies[cid]
+                check_message(raw, messages[cid].kind, self.max_reply_bytes)
                 assert isinstance(raw, Message)
-                self.record.bytes_up[cid] = self.record.bytes_up.get(cid, 0) + raw.nbytes
                 reply = Message(raw.kind, dict(raw.arrays), dict(raw.config), plain_metrics(raw))
                 spec = expect(cid) if callable(expect) else expect
                 if spec is not None:

@@ -234,7 +234,7 @@ def _run(
         transient=False,
     ) as bar:
         task = bar.add_task(label, total=workflow.num_rounds, completed=start - 1, live="")
-        if start == 1:
+        if state is None:  # a fresh run (a resumed one has done its set-up already)
             t0, c0 = time.perf_counter(), time.process_time()
             grid.start_round(0)
             setup_metrics = workflow.setup(grid)

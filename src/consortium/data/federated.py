@@ -140,6 +140,12 @@ def _held_count(fraction: float, n: int) -> int:
     return math.ceil(fraction * n)
 
 
+def _split_seed(seed: int, offset: int) -> int:
+    """scikit-learn's seed for one split: the run seed plus the split's offset, kept in
+    [0, 2**32) as scikit-learn demands (a run seed may be any non-negative integer)."""
+    return (seed + offset) % 2**32
+
+
 def _stratified_split(y: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (kept, held-out) positions into ``y``, ``n_held`` of them held out.
 
@@ -220,15 +226,17 @@ def build_federated_data(
         if train.groups is not None:
             pairs = np.stack([np.asarray(train.groups), train.y])
             strata = np.unique(pairs, axis=1, return_inverse=True)[1].reshape(-1)
-        kept, held = _stratified_split(strata, _held_count(test_fraction, len(train)), seed)
+        n_test = _held_count(test_fraction, len(train))
+        kept, held = _stratified_split(strata, n_test, _split_seed(seed, 0))
         test_x, test_y = train.x[held], train.y[held]
         test_groups = None if train.groups is None else train.groups[held]
         keep = kept
     if max_samples is not None and max_samples < len(keep):
-        kept, _ = _stratified_split(train.y[keep], len(keep) - max_samples, seed + 1)
+        n_drop = len(keep) - max_samples
+        kept, _ = _stratified_split(train.y[keep], n_drop, _split_seed(seed, 1))
         keep = keep[kept]
     n_val = _held_count(server_val_fraction, len(keep))
-    kept, held = _stratified_split(train.y[keep], n_val, seed + 2)
+    kept, held = _stratified_split(train.y[keep], n_val, _split_seed(seed, 2))
     val_x, val_y = train.x[keep[held]], train.y[keep[held]]
     keep = keep[kept]
     if len(keep) == len(train):

@@ -13,6 +13,7 @@ import numpy as np
 from rich.table import Table
 
 SCHEMES = ("iid", "homogeneous", "dirichlet", "quantity", "label_k", "groups")
+_CUT_TOLERANCE = 1e-6  # far above float error of a cumulative share x pool size, far below 1
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ def _dirichlet(
 
     Members already holding their fair share ``n / N`` get no more of later classes (the
     balance rule keeps sizes from running away); the whole draw is repeated until every member
-    has ``min_size`` samples.
+    has ``min_size`` samples. Classes are dealt in ascending order of their id. When the draw
+    puts no mass on the members still below their share (a tiny alpha underflows to exact
+    zeros), the class is split evenly among those members: never among the full ones. While a
+    class is left, some member is below its share, so that set is never empty.
     """
     n = len(labels)
     by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
@@ -125,11 +129,14 @@ def _dirichlet(
         for members in by_class:
             idx = rng.permutation(members)
             p = rng.dirichlet(np.full(num_clients, alpha))
-            p = np.where(sizes >= n / num_clients, 0.0, p)
+            open_ = sizes < n / num_clients
+            p = np.where(open_, p, 0.0)
             total = p.sum()
-            uniform = np.full(num_clients, 1 / num_clients)
-            p = p / total if np.isfinite(total) and total > 0 else uniform
-            cuts = (np.cumsum(p) * len(idx)).astype(np.int64)[:-1]
+            p = p / total if np.isfinite(total) and total > 0 else open_ / open_.sum()
+            # Cut where the cumulative shares fall. The tolerance undoes float rounding: a
+            # share summing to 1 - 1e-16 before a full last member would otherwise hand that
+            # member a sample against the balance rule.
+            cuts = np.floor(np.cumsum(p) * len(idx) + _CUT_TOLERANCE).astype(np.int64)[:-1]
             for j, chunk in enumerate(np.split(idx, cuts)):
                 chunks[j].append(chunk)
                 sizes[j] += len(chunk)
@@ -147,7 +154,8 @@ def _quantity(
     """Quantity skew: every member gets ``min_size``, the rest is shared ~ Dir(beta); IID samples.
 
     Guaranteeing ``min_size`` first (instead of redrawing until a draw happens to satisfy it)
-    never fails for small beta or many members; shares are rounded by largest remainder.
+    never fails for small beta or many members; shares are rounded by largest remainder (ties
+    go to the lower member id), so every member's size is within one of its exact share.
     """
     spare = n - min_size * num_clients
     if spare < 0:
@@ -156,7 +164,7 @@ def _quantity(
         )
     share = rng.dirichlet(np.full(num_clients, beta))
     if not np.all(np.isfinite(share)) or share.sum() <= 0:
-        share = np.full(num_clients, 1 / num_clients)
+        share = np.ones(num_clients)  # equal shares (normalised below)
     raw = share / share.sum() * spare
     sizes = np.floor(raw).astype(np.int64)
     largest_remainders = np.argsort(sizes - raw, kind="stable")
@@ -171,8 +179,10 @@ def _label_k(
     """Member i holds class i mod C plus k-1 other random classes.
 
     Each class's samples are split evenly among its holders. NIID-Bench drops classes nobody
-    holds; we need a complete cover, so each such class is given whole to one random member
-    (that member then holds k+1 classes; it only happens when members x k < classes).
+    holds; we need a complete cover, so each such class is given whole to one random member,
+    which then holds more than k classes. That is certain when members x k < classes, and can
+    happen otherwise too (the random picks may all miss a class); with at least as many
+    members as classes, every class is somebody's own and no member holds more than k.
     """
     classes = np.unique(labels)
     num_classes = len(classes)
