@@ -86,8 +86,12 @@ class LocalRuntime(Grid):
         replies: dict[int, Any] = {}
         failures: dict[int, str] = {}
         for cid in sorted(messages):
+            self._report_progress(len(replies) + len(failures), len(messages))
             if self.failure_rate > 0:
-                draw = rng_for(self.seed, "dropout", self.round, self._exchanges, cid).random()
+                # A retried phase draws afresh (attempt 0 keeps the draws of earlier versions).
+                again = ("attempt", self.attempt) if self.attempt else ()
+                draw = rng_for(self.seed, "dropout", self.round, self._exchanges, cid, *again)
+                draw = draw.random()
                 if draw < self.failure_rate:
                     failures[cid] = "simulated dropout"
                     continue
@@ -127,8 +131,8 @@ class LocalRuntime(Grid):
             return self.data_size(client_id)
         return held_examples(self.client_data(client_id))
 
-    def start_round(self, rnd: int) -> None:
-        super().start_round(rnd)
+    def start_round(self, rnd: int, attempt: int = 0) -> None:
+        super().start_round(rnd, attempt)
         self._exchanges = 0
 
     def client_state(self, cid: int) -> dict[str, Any]:
