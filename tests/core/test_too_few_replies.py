@@ -13,7 +13,7 @@ import pytest
 from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.core import ClientApp, Grid, Message, Workflow, read_jsonl, run_workflow
-from consortium.core.run import CHECKPOINT, MODEL, SUMMARY, RunStopped, load_checkpoint
+from consortium.core.run import CHECKPOINT, MODEL, STOPPED, SUMMARY, RunStopped, load_checkpoint
 from consortium.core.sampling import rng_for
 from consortium.models import build_model
 from consortium.runtime import LocalRuntime
@@ -82,10 +82,16 @@ def summary_of(path):
     return json.loads((path / SUMMARY).read_text())
 
 
+def stopped_of(path):
+    """What a stopped run wrote: ``stopped.json``, and never a ``summary.json``."""
+    assert not (path / SUMMARY).exists()
+    return json.loads((path / STOPPED).read_text())
+
+
 def test_a_complete_run_says_so(tmp_path):
     result = run(Phases(), DeadGrid(), tmp_path)
     assert result.summary["status"] == "complete" and "stop_reason" not in result.summary
-    assert summary_of(tmp_path)["status"] == "complete"
+    assert summary_of(tmp_path)["status"] == "complete" and not (tmp_path / STOPPED).exists()
 
 
 def test_a_set_up_short_of_replies_is_tried_again_and_goes_on(tmp_path):
@@ -112,7 +118,7 @@ def test_a_set_up_short_on_every_try_stops_before_anything_is_trained(tmp_path):
     assert "\n" not in msg
     assert wf.setups == 2 and wf.done == 0
     assert not (tmp_path / CHECKPOINT).exists() and not (tmp_path / MODEL).exists()
-    summary = summary_of(tmp_path)
+    summary = stopped_of(tmp_path)
     assert summary["status"] == "stopped" and summary["stop_reason"] == msg
     assert info.value.summary == summary
     (line,) = read_jsonl(tmp_path / "metrics.jsonl")
@@ -144,7 +150,7 @@ def test_a_final_phase_short_on_every_try_keeps_the_trained_model_and_resumes(tm
     state = load_checkpoint(tmp_path)
     assert state["next_round"] == 4 and not state["finished"]
     assert state["workflow"] == {"done": 3} and state["tries"] == {"4": 3}
-    summary = summary_of(tmp_path)
+    summary = stopped_of(tmp_path)
     assert summary["status"] == "stopped" and summary["rounds_skipped"] == 0
     assert summary["client_failures"] == 2  # members that failed in the phase (every try)
     # resuming runs the final phase only, drawing afresh (tries 3, 4, ...), and completes
@@ -154,7 +160,7 @@ def test_a_final_phase_short_on_every_try_keeps_the_trained_model_and_resumes(tm
     assert healed.asked == [(4, 3)] and again.setups == 0 and again.finish_calls == 1
     assert result.summary["status"] == "complete" and result.summary["done"] == 103
     assert [r["round"] for r in result.rounds] == [0, 1, 2, 3]
-    assert summary_of(tmp_path)["status"] == "complete"
+    assert summary_of(tmp_path)["status"] == "complete" and not (tmp_path / STOPPED).exists()
 
 
 def test_a_run_without_a_successful_round_stops_before_its_final_phase(tmp_path):
@@ -166,7 +172,7 @@ def test_a_run_without_a_successful_round_stops_before_its_final_phase(tmp_path)
     assert msg.startswith("no round succeeded: all 3 were skipped (last: round 3: 0 valid")
     assert msg.endswith("members failed 6 times with: unplugged")
     assert wf.finish_calls == 0 and not (tmp_path / MODEL).exists()
-    summary = summary_of(tmp_path)
+    summary = stopped_of(tmp_path)
     assert summary["status"] == "stopped" and summary["rounds_skipped"] == 3
     lines = read_jsonl(tmp_path / "metrics.jsonl")
     assert [line["phase"] for line in lines] == ["setup", "train", "train", "train", "finish"]
@@ -242,7 +248,7 @@ def test_fedavg_with_heavy_dropouts_never_loses_its_training(tiny_federation, tm
             outcomes.add("complete")
             assert result.summary["status"] == "complete"
         except RunStopped as err:
-            summary = summary_of(out)
+            summary = stopped_of(out)
             assert summary["status"] == "stopped" and summary["stop_reason"] == str(err)
             trained = summary["rounds_skipped"] < summary["rounds"]
             assert (out / MODEL).exists() == trained

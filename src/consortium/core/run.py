@@ -11,7 +11,10 @@ Files written into ``run_dir`` (when given):
   holds data only (numpy arrays and JSON, checked with SHA-256; see
   :mod:`consortium.core.checkpoint`): loading one never runs code, and a corrupted one is a
   one-line error;
-* ``summary.json``: the workflow's summary plus totals; ``model.npz``: the final model arrays.
+* ``summary.json``: the workflow's summary plus totals; ``model.npz``: the final model arrays;
+* ``stopped.json`` instead of ``summary.json`` when the run stopped (:class:`RunStopped`): the
+  totals so far, ``status = "stopped"`` and ``stop_reason``; ``model.npz`` is there when a
+  round trained. Readers of ``summary.json`` only ever see finished runs.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ CHECKPOINT = "checkpoint.npz"
 LEGACY_CHECKPOINT = "checkpoint.pkl"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+STOPPED = "stopped.json"
 MODEL = "model.npz"
 
 RoundCallback = Callable[[int, Mapping[str, Any]], None]
@@ -254,11 +258,14 @@ class _Loop:
         return line
 
     def save_outcome(self, summary: dict[str, Any], arrays: Arrays | None) -> None:
+        """The model and ``summary.json`` (finished) or ``stopped.json`` (stopped)."""
         if self.out is None:
             return
         if arrays is not None:
             np.savez(self.out / MODEL, **arrays)
-        write_json(self.out / SUMMARY, summary)
+        stopped = summary.get("status") == "stopped"
+        write_json(self.out / (STOPPED if stopped else SUMMARY), summary)
+        (self.out / (SUMMARY if stopped else STOPPED)).unlink(missing_ok=True)
 
     # -- phases ---------------------------------------------------------------------------
 

@@ -58,11 +58,17 @@ def is_marked(path: str | Path) -> bool:
 
 
 class RunDirLock:
-    """An exclusive lock on one run folder, released by :meth:`release` (or the ``with``)."""
+    """An exclusive lock on one run folder, released by :meth:`release` (or the ``with``).
+
+    ``created``: the claim made the folder; ``fresh``: the folder held nothing of an earlier
+    run when claimed (new, empty, or emptied by ``--overwrite``). See :func:`discard_untrained`.
+    """
 
     def __init__(self, path: Path, fd: int | None) -> None:
         self.path = path
         self._fd = fd
+        self.created = False
+        self.fresh = False
 
     @property
     def held(self) -> bool:
@@ -171,21 +177,10 @@ def claim_run_dir(
     The lock; release it (or use it as a context manager) when the run ends.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path} is not a folder")
+    check_run_dir(path, resume=resume, overwrite=overwrite, what=what)
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     existing = _contents(path)
-    marked = is_marked(path)
-    if existing and not marked and (resume or overwrite):
-        raise RunDirError(
-            f"{path} was not created by consortium (no {MARKER} marker): refusing to "
-            f"{'resume' if resume else 'delete'} it; choose another folder"
-        )
-    if existing and not (resume or overwrite):
-        raise RunDirError(
-            f"{path} already holds {what}: pass --resume or --overwrite (to continue it or to "
-            "start over)"
-        )
     lock = lock_run_dir(path)
     try:
         if overwrite and not resume and existing:
@@ -197,4 +192,51 @@ def claim_run_dir(
     except BaseException:
         lock.release()
         raise
+    lock.created = created
+    lock.fresh = not existing or (overwrite and not resume)
     return lock
+
+
+def check_run_dir(
+    path: str | Path, *, resume: bool = False, overwrite: bool = False, what: str = "a run"
+) -> None:
+    """The checks of :func:`claim_run_dir` that need no change on disk (so a run can be
+    refused before its data is built); raises :class:`RunDirError`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} is not a folder")
+    if not path.is_dir():
+        return
+    existing = _contents(path)
+    if existing and not is_marked(path) and (resume or overwrite):
+        raise RunDirError(
+            f"{path} was not created by consortium (no {MARKER} marker): refusing to "
+            f"{'resume' if resume else 'delete'} it; choose another folder"
+        )
+    if existing and not (resume or overwrite):
+        raise RunDirError(
+            f"{path} already holds {what}: pass --resume or --overwrite (to continue it or to "
+            "start over)"
+        )
+
+
+def discard_untrained(lock: RunDirLock, keep: str = "checkpoint.npz") -> bool:
+    """Undo the claim of a run that failed before it saved anything worth keeping.
+
+    When ``lock``'s folder was fresh and no file named ``keep`` (a checkpoint) exists below
+    it, its contents are removed (the folder too, when the claim created it), so the next,
+    corrected attempt starts as the first one did instead of finding "a run" in its way.
+    Returns whether it discarded. Call it after the lock was released.
+    """
+    path = lock.path
+    if not lock.fresh or not path.is_dir() or any(path.rglob(keep)):
+        return False
+    if lock.created:
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+    return True

@@ -14,29 +14,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 from rich.console import Console
+from rich.markup import escape
 
 from consortium.algorithms.registry import get_method
 from consortium.config import ConfigError
-from consortium.core.run import RoundCallback, RunResult, load_checkpoint
-from consortium.core.rundir import RunDirLock, claim_run_dir
-from consortium.data.registry import build_data
+from consortium.core.run import RoundCallback, RunResult, RunStopped, load_checkpoint
+from consortium.core.rundir import RunDirLock, check_run_dir, claim_run_dir, discard_untrained
 from consortium.experiment.actions import run_action
+from consortium.experiment.checks import Prepared, prepare_experiment
 from consortium.experiment.config import Experiment
-from consortium.experiment.execution import execute, method_context
+from consortium.experiment.execution import execute
 from consortium.report import family_report, write_report
 
 
 @dataclass
 class ExperimentResult:
+    """What an experiment ran: results and summaries of the methods that finished, and why
+    the others stopped (``stopped``, by method)."""
+
     run_dir: Path
     results: dict[str, RunResult]
     summaries: dict[str, dict[str, Any]]
+    stopped: dict[str, str] = field(default_factory=dict)
 
 
 MAX_MEMBERS_PRINTED = 30
@@ -86,22 +91,54 @@ def run_experiment(
     callbacks: Iterable[RoundCallback] = (),
 ) -> ExperimentResult:
     """Run every method of ``exp`` (then its post-hoc actions); returns results and the
-    summaries written to disk. ``callbacks(method, round, metrics)`` see every round."""
+    summaries written to disk. ``callbacks(method, round, metrics)`` see every round.
+
+    Everything that can be checked is checked before the run folder is created
+    (:mod:`consortium.experiment.checks`). A method that stops (:class:`RunStopped`: too few
+    replies, no successful round) does not stop the others; when one did, the report is still
+    written and :class:`ExperimentStopped` is raised at the end. A run that fails before any
+    method saved a checkpoint leaves no run folder behind.
+    """
     console = console or Console()
     run_dir = Path(out) if out is not None else Path(exp.output_dir) / exp.name
-    with prepare_run_dir(exp, run_dir, resume, overwrite):
-        return _run_methods(exp, run_dir, resume, progress, console, list(callbacks))
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    ready = prepare_experiment(exp, say=lambda text: console.print(escape(text)))
+    for note in ready.notes:
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+    lock = prepare_run_dir(exp, run_dir, resume, overwrite)
+    try:
+        with lock:
+            result = _run_methods(exp, ready, run_dir, resume, progress, console, list(callbacks))
+    except BaseException:
+        discard_untrained(lock)
+        raise
+    if result.stopped:
+        where = "nothing was kept" if discard_untrained(lock) else f"run folder {run_dir}"
+        first = next(iter(result.stopped.values()))
+        more = f" (and {len(result.stopped) - 1} more)" if len(result.stopped) > 1 else ""
+        names = ", ".join(result.stopped)
+        raise ExperimentStopped(f"{names} stopped: {first}{more}; {where}", result)
+    return result
+
+
+class ExperimentStopped(RunStopped):
+    """Some methods of an experiment stopped (the others ran); ``result`` holds what ran."""
+
+    def __init__(self, message: str, result: ExperimentResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def _run_methods(
     exp: Experiment,
+    ready: Prepared,
     run_dir: Path,
     resume: bool,
     progress: bool,
     console: Console,
     cbs: list[RoundCallback],
 ) -> ExperimentResult:
-    data = build_data(exp.data, exp.seed)
+    data, ctx = ready.data, ready.context
     table = data.report_table()
     with open(run_dir / "partition.txt", "w") as fh:
         Console(file=fh, width=200).print(table)
@@ -109,26 +146,38 @@ def _run_methods(
         console.print(table)
     else:
         console.print(f"{data.num_clients} members; partition table in {run_dir / 'partition.txt'}")
-    ctx = method_context(exp, data)
     results: dict[str, RunResult] = {}
+    stopped: dict[str, str] = {}
     for name in exp.methods:
         workflow, app = get_method(name).build(ctx, exp.method_options[name])
         method_dir = run_dir / name
         per_method = [lambda r, m, _n=name: [cb(_n, r, m) for cb in cbs]] if cbs else []
-        results[name] = execute(
-            exp,
-            name,
-            workflow,
-            app,
-            data,
-            method_dir,
-            resume=resume and load_checkpoint(method_dir) is not None,
-            progress=progress,
-            description=name,
-            callbacks=per_method,
-        )
+        try:
+            results[name] = execute(
+                exp,
+                name,
+                workflow,
+                app,
+                data,
+                method_dir,
+                resume=resume and load_checkpoint(method_dir) is not None,
+                progress=progress,
+                description=name,
+                callbacks=per_method,
+            )
+        except RunStopped as err:
+            stopped[name] = str(err)
+            console.print(f"[red]{name} stopped:[/red] {escape(str(err))}")
+            continue
+        note = trouble(results[name].summary)
+        if note:
+            console.print(f"[yellow]{name}: {escape(note)}[/yellow]")
     console.print(write_report(run_dir))
-    write_family_reports(exp.methods, run_dir)
+    write_family_reports([m for m in exp.methods if m in results], run_dir)
+    result = ExperimentResult(run_dir, results, {n: r.summary for n, r in results.items()})
+    if stopped:
+        result.stopped = stopped
+        return result  # the post-hoc actions need every method's model
     for name, config in exp.action_options.items():
         run_action(
             exp,
@@ -141,4 +190,20 @@ def _run_methods(
             console=console,
         )
     console.print(f"run folder: {run_dir}")
-    return ExperimentResult(run_dir, results, {n: r.summary for n, r in results.items()})
+    return result
+
+
+def trouble(summary: dict[str, Any]) -> str:
+    """What went wrong in a run that still finished: skipped rounds, failures, rejections
+    (printed without ``-v``, so a run that lost rounds never looks clean)."""
+    parts = []
+    skipped = summary.get("rounds_skipped") or 0
+    if skipped:
+        parts.append(f"{skipped} of {summary.get('rounds')} rounds skipped (too few replies)")
+    for key, what in (
+        ("client_failures", "member failures"),
+        ("replies_rejected", "replies rejected"),
+    ):
+        if summary.get(key):
+            parts.append(f"{summary[key]} {what}")
+    return "; ".join(parts)

@@ -62,7 +62,7 @@ def write_report(run_dir: str | Path) -> Table:
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     summaries = collect(run_dir)
     if not summaries:
-        raise FileNotFoundError(f"{run_dir}: no finished method runs (no */summary.json)")
+        raise FileNotFoundError(f"{run_dir}: no method runs (no */summary.json or */stopped.json)")
     (run_dir / "summary.json").write_text(json.dumps(summaries, indent=2))
     (run_dir / "summary.md").write_text(summary_markdown(summaries))
     plot_accuracy_per_round(method_dirs(run_dir), summaries, run_dir / "accuracy.png")

@@ -155,6 +155,8 @@ def run(ctx: ActionContext, cfg: UnlearnConfig, dest: Path, resume: bool) -> dic
     except RuntimeError as err:
         raise ConfigError(f"{model_file} does not fit the experiment's model: {err}") from None
     ctx.say(f"unlearning {request.tag} from {model_file}")
+    if cfg.shadow_attack:
+        ctx.say("fitting the shadow model of the membership attack (one small training run)")
     auditor = _auditor(ctx, request, cfg.shadow_attack)
     summaries: dict[str, dict[str, Any]] = {"original": auditor(weights)}
     app = client_app(ctx, cfg)
