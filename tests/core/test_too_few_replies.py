@@ -170,7 +170,7 @@ def test_a_run_without_a_successful_round_stops_before_its_final_phase(tmp_path)
         run(wf, grid, tmp_path)
     msg = str(info.value)
     assert msg.startswith("no round succeeded: all 3 were skipped (last: round 3: 0 valid")
-    assert msg.endswith("members failed 6 times with: unplugged")
+    assert msg.endswith("; the most common member failure (6x): unplugged")
     assert wf.finish_calls == 0 and not (tmp_path / MODEL).exists()
     summary = stopped_of(tmp_path)
     assert summary["status"] == "stopped" and summary["rounds_skipped"] == 3

@@ -36,7 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from consortium.core.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from consortium.core.grid import Grid, TooFewReplies
 from consortium.core.message import Arrays
-from consortium.core.rundir import lock_run_dir
+from consortium.core.rundir import lock_run_dir, writing
 from consortium.core.workflow import Workflow
 
 log = logging.getLogger("consortium.run")
@@ -80,8 +80,9 @@ def _jsonable(value: Any) -> Any:
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Write JSON atomically (a crash never leaves half a file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(dict(payload)), indent=2, sort_keys=False))
-    os.replace(tmp, path)
+    with writing(path):
+        tmp.write_text(json.dumps(_jsonable(dict(payload)), indent=2, sort_keys=False))
+        os.replace(tmp, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -227,6 +228,11 @@ class _Loop:
     def checkpoint(self, next_round: int, finished: bool = False, summary: Any = None) -> None:
         if self.out is None:
             return
+        with writing(self.out / CHECKPOINT):
+            self._save_checkpoint(next_round, finished, summary)
+
+    def _save_checkpoint(self, next_round: int, finished: bool, summary: Any) -> None:
+        assert self.out is not None
         save_checkpoint(
             self.out / CHECKPOINT,
             {
@@ -251,7 +257,7 @@ class _Loop:
         line = _jsonable(line)
         self.rounds.append(line)
         if self.out is not None:
-            with open(self.out / METRICS, "a") as fh:
+            with writing(self.out / METRICS), open(self.out / METRICS, "a") as fh:
                 fh.write(json.dumps(line) + "\n")
         for cb in self.callbacks:
             cb(rnd, line)
@@ -262,7 +268,8 @@ class _Loop:
         if self.out is None:
             return
         if arrays is not None:
-            np.savez(self.out / MODEL, **arrays)
+            with writing(self.out / MODEL):
+                np.savez(self.out / MODEL, **arrays)
         stopped = summary.get("status") == "stopped"
         write_json(self.out / (STOPPED if stopped else SUMMARY), summary)
         (self.out / (SUMMARY if stopped else STOPPED)).unlink(missing_ok=True)
@@ -459,7 +466,7 @@ def _failure_hint(rounds: list[dict[str, Any]]) -> str:
     if not reasons:
         return ""
     why, count = max(reasons.items(), key=lambda kv: kv[1])
-    return f"; members failed {count} times with: {why}"
+    return f"; the most common member failure ({count}x): {why}"
 
 
 def _totals(
@@ -480,5 +487,6 @@ def _totals(
 
 def _rewrite_jsonl(path: Path, rounds: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rounds))
-    os.replace(tmp, path)
+    with writing(path):
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rounds))
+        os.replace(tmp, path)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -50,6 +52,22 @@ def check_run_name(name: str, what: str = "run name") -> str:
     if any(s in name for s in _SEPARATORS):
         raise RunDirError(f"{what} {name!r} must be a plain name, without path separators")
     return name
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in an ``OSError`` raised inside the block.
+
+    A full disk or a folder that turned read-only often shows up when a file object is
+    written or closed, as an error without a file name; the one-line report of the command
+    line needs to say which file.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
 
 
 def is_marked(path: str | Path) -> bool:
@@ -188,7 +206,8 @@ def claim_run_dir(
             if busy is not None:
                 raise RunDirError(f"{busy} is in use by a live run: not overwriting {path}")
             _empty(path)
-        (path / MARKER).write_text(json.dumps({"consortium": "run folder"}) + "\n")
+        with writing(path / MARKER):
+            (path / MARKER).write_text(json.dumps({"consortium": "run folder"}) + "\n")
     except BaseException:
         lock.release()
         raise

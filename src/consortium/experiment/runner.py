@@ -25,7 +25,13 @@ from rich.markup import escape
 from consortium.algorithms.registry import get_method
 from consortium.config import ConfigError
 from consortium.core.run import RoundCallback, RunResult, RunStopped, load_checkpoint
-from consortium.core.rundir import RunDirLock, check_run_dir, claim_run_dir, discard_untrained
+from consortium.core.rundir import (
+    RunDirLock,
+    check_run_dir,
+    claim_run_dir,
+    discard_untrained,
+    writing,
+)
 from consortium.experiment.actions import run_action
 from consortium.experiment.checks import Prepared, prepare_experiment
 from consortium.experiment.config import Experiment
@@ -61,8 +67,12 @@ def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -
                 raise ConfigError(
                     f"{out}: --resume with a configuration that differs from the saved one"
                 )
-        (out / "config.toml").write_text(tomli_w.dumps(exp.to_toml_dict()))
-        (out / "config.json").write_text(json.dumps(exp.to_toml_dict(), indent=2))
+        for name, text in (
+            ("config.toml", tomli_w.dumps(exp.to_toml_dict())),
+            ("config.json", json.dumps(exp.to_toml_dict(), indent=2)),
+        ):
+            with writing(out / name):
+                (out / name).write_text(text)
     except BaseException:
         lock.release()
         raise
@@ -140,7 +150,7 @@ def _run_methods(
 ) -> ExperimentResult:
     data, ctx = ready.data, ready.context
     table = data.report_table()
-    with open(run_dir / "partition.txt", "w") as fh:
+    with writing(run_dir / "partition.txt"), open(run_dir / "partition.txt", "w") as fh:
         Console(file=fh, width=200).print(table)
     if data.num_clients <= MAX_MEMBERS_PRINTED:
         console.print(table)
