@@ -257,3 +257,27 @@ def test_fedavg_with_heavy_dropouts_never_loses_its_training(tiny_federation, tm
                 assert str(err).startswith("final phase:")
                 assert load_checkpoint(out)["next_round"] == 5
     assert outcomes == {"complete", "final phase", "no round"}
+
+
+class Watched(DeadGrid):
+    """Notes, at every exchange, whether someone listens to progress, and tells them."""
+
+    def _exchange(self, messages):
+        self.listened = getattr(self, "listened", [])
+        self.listened.append(self.progress is not None)
+        if self.progress is not None:
+            self.progress(0, len(messages))
+        return super()._exchange(messages)
+
+
+def test_every_phase_is_shown_while_it_runs(tmp_path, capsys):
+    grid = Watched()
+    result = run_workflow(Phases(), grid, run_dir=tmp_path, progress=True, description="watch")
+    assert result.summary["status"] == "complete"
+    assert grid.listened == [True] * 5  # set-up, three rounds, the final phase
+    assert grid.progress is None  # nobody listens once the run is over
+    stopped = Watched(dead={(2, None), (1, None), (3, None)})
+    with pytest.raises(RunStopped):
+        run_workflow(Phases(), stopped, progress=True)
+    assert stopped.progress is None
+    assert "watch" in capsys.readouterr().out

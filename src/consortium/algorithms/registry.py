@@ -147,7 +147,10 @@ class ActionSpec:
     config)`` refuses a request before any data is built; ``add_arguments`` /
     ``overrides`` turn command-line flags into ``<name>.*`` settings; ``report`` names the
     report of :mod:`consortium.report` that renders ``dest``; ``hint`` is the one-line error of
-    a command line that asked for nothing.
+    a command line that asked for nothing. ``precheck(ctx, config, methods)`` refuses, before
+    the experiment trains anything, a request its run could never serve (the data and the
+    experiment's methods are known, no model yet): an ``[{name}]`` table found wrong only
+    after training costs the training.
     """
 
     name: str
@@ -161,6 +164,7 @@ class ActionSpec:
     overrides: Callable[[argparse.Namespace], list[str]] | None = None
     report: str | None = None
     hint: str = "say what to do"
+    precheck: Callable[[MethodContext, Any, list[str]], None] | None = None
 
 
 _METHODS: Registry[MethodSpec] = Registry("method", BUILTIN_PACKAGES)

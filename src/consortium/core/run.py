@@ -328,6 +328,12 @@ class _Loop:
     # -- the run --------------------------------------------------------------------------
 
     def run(self, resume: bool, progress: bool, description: str | None) -> RunResult:
+        try:
+            return self._run(resume, progress, description)
+        finally:
+            self.grid.progress = None  # nobody listens once the run is over
+
+    def _run(self, resume: bool, progress: bool, description: str | None) -> RunResult:
         wf, grid, out = self.workflow, self.grid, self.out
         start, resumed_from = 1, None
         self.took = (0.0, 0.0)
@@ -432,7 +438,6 @@ class _Loop:
                 )
                 raise self.stop(why, last, "finish", arrays=wf.final_arrays()) from None
             finish_comm = grid.record.as_metrics()
-            grid.progress = None
             bar.update(task, live=shown["text"])
 
         summary["status"] = "complete"

@@ -11,7 +11,7 @@ from rich.console import Console
 from consortium.algorithms.registry import ActionContext, ActionSpec, get_action
 from consortium.config import ConfigError
 from consortium.core.rundir import check_run_dir, claim_run_dir, discard_untrained
-from consortium.experiment.checks import checked_data
+from consortium.experiment.checks import check_action, checked_data
 from consortium.experiment.config import Experiment
 from consortium.experiment.execution import execute, method_context
 from consortium.report import family_report
@@ -45,6 +45,7 @@ def run_action(
         spec.check(run_dir, config)
     check_device(exp.device)
     data = checked_data(exp)
+    check_action(name, method_context(exp, data), config, list(exp.methods))
     lock = claim_run_dir(dest, resume=resume, overwrite=overwrite, what=what)
     try:
         with lock:

@@ -10,7 +10,9 @@ the corrected attempt, costs more than one found at once. So before anything is 
 * the federation fits the members: ``min_replies`` and a ``clients_per_round`` count at most
   the number of members;
 * every method gets what it needs (its ``MethodSpec.check``: a slimmable model for Aequa, one
-  task per member for the multi-task methods, a ``[model]`` that builds for the others).
+  task per member for the multi-task methods, a ``[model]`` that builds for the others);
+* a post-hoc action's table (``[unlearn]``) asks for something the run can serve (its
+  ``ActionSpec.precheck``: a class the data has, a member that exists, a method it trains).
 
 What cannot be refused but will likely go wrong (more ``min_replies`` than a round's members
 are expected to send back under ``failure_rate``) comes back as notes to print.
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consortium.algorithms.registry import MethodContext, get_method
+from consortium.algorithms.registry import MethodContext, get_action, get_method
 from consortium.config import ConfigError
 from consortium.data.registry import build_data
 from consortium.experiment.config import Experiment, FederationSection
@@ -48,6 +50,8 @@ def prepare_experiment(exp: Experiment, say: Callable[[str], None] | None = None
     ctx = method_context(exp, data, say=say)
     for name in exp.methods:
         check_method(name, ctx, exp.method_options[name])
+    for name, config in exp.action_options.items():  # an [unlearn] table runs after training
+        check_action(name, ctx, config, exp.methods)
     return Prepared(data, ctx, dropout_notes(exp.federation, data.num_clients))
 
 
@@ -87,6 +91,13 @@ def check_method(name: str, ctx: MethodContext, options: Any) -> None:
         raise
     except (ValueError, TypeError) as err:  # a plugin's check that raised a plain error
         raise ConfigError(f"{name}: {err}") from None
+
+
+def check_action(name: str, ctx: MethodContext, config: Any, methods: list[str]) -> None:
+    """A post-hoc action's ``precheck`` (:class:`~consortium.algorithms.registry.ActionSpec`)."""
+    spec = get_action(name)
+    if spec.precheck is not None:
+        spec.precheck(ctx, config, list(methods))
 
 
 def round_size(fed: FederationSection, num_clients: int) -> int:

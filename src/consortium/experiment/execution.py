@@ -36,7 +36,7 @@ def method_context(
             return build_model(m.name, data.input_shape, data.num_classes, **m.options)
         except ConfigError:
             raise
-        except ValueError as err:  # options the model refuses
+        except (ValueError, TypeError, RuntimeError) as err:  # options the model refuses
             raise ConfigError(f"model: {err}") from None
 
     ctx = MethodContext(data, model_fn, exp.device, exp.seed, {} if cache is None else cache)
