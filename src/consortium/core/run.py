@@ -360,8 +360,9 @@ class _Loop:
                     resumed_from=resumed_from,
                 )
             log.info("resuming %s after round %d", wf.name, resumed_from)
-        elif out is not None:
-            (out / METRICS).unlink(missing_ok=True)
+        elif out is not None:  # a fresh run: nothing of an earlier one may pass for its own
+            for stale in (METRICS, STOPPED):
+                (out / stale).unlink(missing_ok=True)
 
         keys = getattr(wf, "progress_keys", ("test_accuracy", "train_loss"))
         last = wf.num_rounds + 1
