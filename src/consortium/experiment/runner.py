@@ -75,6 +75,7 @@ def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -
                 (out / name).write_text(text)
     except BaseException:
         lock.release()
+        discard_untrained(lock)
         raise
     return lock
 
