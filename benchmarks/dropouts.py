@@ -63,7 +63,12 @@ def run(seed: int, rounds: int, federation: dict[str, Any], fedavg: dict[str, An
     workflow, app = get_method("fedavg").build(ready.context, exp.method_options["fedavg"])
     t0 = time.process_time()
     result = execute(exp, "fedavg", workflow, app, ready.data, None, progress=False)
-    curve = {str(r["round"]): r.get("test_accuracy") for r in result.rounds if r["round"] >= 1}
+    curve: dict[str, float | None] = {}
+    last = None
+    for r in result.rounds:
+        if r["round"] >= 1:  # a skipped round left the model, and its accuracy, as it was
+            last = r.get("test_accuracy", last)
+            curve[str(r["round"])] = last
     return {
         "curve": curve,
         "skipped": result.summary["rounds_skipped"],

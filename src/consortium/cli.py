@@ -9,8 +9,9 @@ helps):
 * 1: the run could not finish: a method stopped (too few replies in its set-up or final
   phase, or no successful round; what it trained is kept), a file could not be read or
   written (the path and the reason: disk full, read-only folder, no permission), or code
-  failed (``consortium: the run failed: ...``; members' own failures are not this: they are
-  counted per round and named in the table and the stop reason);
+  failed (``consortium: error: ValueError: ... (an error of the code, ...)``); members' own
+  failures are not this: they are counted per round and named in the table and the stop
+  reason;
 * 130: interrupted (Ctrl-C); ``--resume`` continues after the last finished round.
 
 ``--plugin MODULE`` (repeatable) loads a module that registers methods, models or datasets
@@ -240,7 +241,8 @@ def _classify(err: BaseException) -> tuple[int, str]:
             return 2, str(err)
         where = err.filename if err.filename is not None else "a file"
         return 1, f"{where}: {err.strerror or err}"
-    return 1, f"the run failed: {type(err).__name__}: {err} (-v shows where)"
+    why = "an error of the code, not of the settings; -v shows where"
+    return 1, f"{type(err).__name__}: {err} ({why})"
 
 
 def _main(argv: list[str], console: Console) -> int:

@@ -147,7 +147,8 @@ def test_an_error_in_server_code_mid_run_is_a_run_failure_not_a_config_error(
     code, _, err = cli(capsys, "run", write(tmp_path), "--out", tmp_path / "run")
     assert code == 1
     assert one_line(err) == (
-        "consortium: error: the run failed: ValueError: server-side bug (-v shows where)"
+        "consortium: error: ValueError: server-side bug "
+        "(an error of the code, not of the settings; -v shows where)"
     )
     code, _, err = cli(capsys, "-v", "run", write(tmp_path), "--out", tmp_path / "run2")
     assert code == 1 and "Traceback" in err  # -v shows where

@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -340,7 +341,7 @@ class _Loop:
         state = load_checkpoint(out) if (resume and out is not None) else None
         if state is not None and out is not None:
             if state["workflow_name"] != wf.name:
-                raise ValueError(
+                raise CheckpointError(
                     f"{out}: checkpoint belongs to {state['workflow_name']!r}, not {wf.name!r}"
                 )
             wf.load_state_dict(state["workflow"])
@@ -403,7 +404,7 @@ class _Loop:
             for rnd in range(start, wf.num_rounds + 1):
                 grid.progress = show(f"round {rnd}")
                 grid.start_round(rnd)
-                metrics = self.timed(lambda r=rnd: _skip_short(wf, grid, r))
+                metrics = self.timed(partial(_skip_short, wf, grid, rnd))
                 self.record(rnd, metrics, *self.took, "train")
                 self.checkpoint(rnd + 1)
                 skipped = sum(1 for r in self.rounds if "skipped" in r)

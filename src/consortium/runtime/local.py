@@ -90,8 +90,8 @@ class LocalRuntime(Grid):
             if self.failure_rate > 0:
                 # A retried phase draws afresh (attempt 0 keeps the draws of earlier versions).
                 again = ("attempt", self.attempt) if self.attempt else ()
-                draw = rng_for(self.seed, "dropout", self.round, self._exchanges, cid, *again)
-                draw = draw.random()
+                rng = rng_for(self.seed, "dropout", self.round, self._exchanges, cid, *again)
+                draw = rng.random()
                 if draw < self.failure_rate:
                     failures[cid] = "simulated dropout"
                     continue
