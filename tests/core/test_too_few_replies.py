@@ -281,3 +281,20 @@ def test_every_phase_is_shown_while_it_runs(tmp_path, capsys):
         run_workflow(Phases(), stopped, progress=True)
     assert stopped.progress is None
     assert "watch" in capsys.readouterr().out
+
+
+def test_a_timeout_shorter_than_its_own_set_up_leaves_no_handler_behind():
+    """member_timeout = 1e-9 fires inside the runtime's guard itself (before or after the
+    handler): every member fails, and the signal handlers and timers are put back."""
+    import signal
+    import time
+
+    grid = LocalRuntime(ping_app(), lambda c: None, 4, member_timeout=1e-9)
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGALRM))
+    for rnd in range(25):
+        grid.start_round(rnd)
+        replies, failures = grid._exchange({c: Message("ping") for c in range(4)})
+        assert len(replies) + len(failures) == 4
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGALRM)) == before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    time.sleep(0.6)  # no timer is left to fire into the code that runs next
