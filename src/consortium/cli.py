@@ -55,7 +55,8 @@ def _run_options(p: argparse.ArgumentParser, check: bool = False) -> None:
         p.add_argument(
             "--check",
             action="store_true",
-            help="check the experiment (config, device, data, methods) and stop; writes nothing",
+            help="check the experiment (config, device, data, methods, run folder) and stop; "
+            "writes nothing",
         )
     p.add_argument("--out", type=Path, help="run folder (default: OUTPUT_DIR/NAME)")
     p.add_argument("--resume", action="store_true", help="continue the run in the run folder")
@@ -264,13 +265,13 @@ def _main(argv: list[str], console: Console) -> int:
     return 0
 
 
-def _check(exp: Any, console: Console) -> None:
+def _check(exp: Any, args: argparse.Namespace, overwrite: bool, console: Console) -> None:
     """``--check``: everything a run checks before it makes its folder, and nothing else."""
-    from consortium.experiment import prepare_experiment
+    from consortium.experiment import check_experiment
 
-    ready = prepare_experiment(exp)
-    for note in ready.notes:
-        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+    _, ready = check_experiment(
+        exp, args.out, resume=args.resume, overwrite=overwrite, console=console
+    )
     methods = ", ".join(exp.methods)
     console.print(f"ok: {exp.name}: {ready.data.num_clients} members, methods {methods}")
 
@@ -282,11 +283,11 @@ def _dispatch(args: argparse.Namespace, console: Console) -> None:
     if args.command in ("run", "demo"):
         path = args.experiment if args.command == "run" else _demo_path()
         exp = load_experiment(path, args.overrides)
-        if args.check:
-            _check(exp, console)
-            return
         # The demo is meant to be run again and again: it replaces its previous folder.
         overwrite = args.overwrite or (args.command == "demo" and not args.resume)
+        if args.check:
+            _check(exp, args, overwrite, console)
+            return
         run_experiment(
             exp,
             args.out,

@@ -179,6 +179,32 @@ def test_check_run_dir_refuses_what_claim_refuses_and_makes_nothing(tmp_path):
         check_run_dir(tmp_path / "file")
 
 
+def test_a_folder_that_cannot_be_made_or_written_is_an_os_error_naming_it(tmp_path, monkeypatch):
+    import errno
+
+    from consortium.core.rundir import check_run_dir
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError) as caught:  # a file where a parent folder would go
+        check_run_dir(tmp_path / "file" / "sub" / "run")
+    assert caught.value.errno == errno.ENOTDIR and caught.value.filename == str(tmp_path / "file")
+    assert not isinstance(caught.value, RunDirError)  # a file-system error, not a setting
+
+    writable = {str(tmp_path): True, str(tmp_path / "locked"): False}
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: writable.get(str(p), real_access(p, mode)))
+    (tmp_path / "locked").mkdir()
+    for target in (tmp_path / "locked", tmp_path / "locked" / "new" / "run"):
+        with pytest.raises(OSError) as caught:
+            check_run_dir(target)
+        assert caught.value.errno in (errno.EACCES, errno.EROFS)
+        assert caught.value.filename == str(tmp_path / "locked")
+        with pytest.raises(OSError):
+            claim_run_dir(target)  # the claim checks the same, and makes nothing
+        assert list((tmp_path / "locked").iterdir()) == []
+    check_run_dir(tmp_path / "free" / "run")  # a writable parent is fine
+
+
 def test_a_claim_that_trained_nothing_is_undone(tmp_path):
     from consortium.core.rundir import discard_untrained
 

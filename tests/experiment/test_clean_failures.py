@@ -233,6 +233,16 @@ def test_a_read_only_output_folder_is_one_line_with_the_path(tmp_path, capsys, m
     assert one_line(err) == f"consortium: error: {run}: Read-only file system"
 
 
+def test_an_output_folder_that_cannot_be_made_is_refused_before_the_data(tmp_path, capsys):
+    """Found by the checks (and by --check), not when the run makes its folder."""
+    (tmp_path / "taken").write_text("a file, not a folder")
+    run = tmp_path / "taken" / "run"
+    for extra in ((), ("--check",)):
+        code, out, err = cli(capsys, "run", write(tmp_path), "--out", run, *extra)
+        assert code == 1 and out == ""
+        assert one_line(err) == f"consortium: error: {tmp_path / 'taken'}: Not a directory"
+
+
 def test_an_unreadable_checkpoint_is_one_line_with_the_path(tmp_path, capsys, monkeypatch):
     exp, run = write(tmp_path), tmp_path / "run"
     assert cli(capsys, "run", exp, "--out", run)[0] == 0

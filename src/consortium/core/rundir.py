@@ -21,6 +21,7 @@ Usage::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -224,6 +225,7 @@ def check_run_dir(
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} is not a folder")
+    _check_writable(path)
     if not path.is_dir():
         return
     existing = _contents(path)
@@ -237,6 +239,20 @@ def check_run_dir(
             f"{path} already holds {what}: pass --resume or --overwrite (to continue it or to "
             "start over)"
         )
+
+
+def _check_writable(path: Path) -> None:
+    """An ``OSError`` naming the folder when ``path`` could not be made or written: the
+    nearest folder that exists is not a folder, is read-only or is not ours to write. Found
+    here, before the data is built, rather than when the run makes its folder."""
+    here = path.absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(here))
+    if not os.access(here, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(here).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(here))
 
 
 def discard_untrained(lock: RunDirLock, keep: str = "checkpoint.npz") -> bool:

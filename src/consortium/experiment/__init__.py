@@ -21,7 +21,12 @@ from consortium.experiment.config import (
     load_experiment,
 )
 from consortium.experiment.execution import execute, make_grid, method_context
-from consortium.experiment.runner import ExperimentResult, ExperimentStopped, run_experiment
+from consortium.experiment.runner import (
+    ExperimentResult,
+    ExperimentStopped,
+    check_experiment,
+    run_experiment,
+)
 
 
 def experiment_from_dict(raw: dict) -> Experiment:  # type: ignore[type-arg]
@@ -42,6 +47,7 @@ __all__ = [
     "Prepared",
     "available_methods",
     "build_experiment",
+    "check_experiment",
     "execute",
     "experiment_from_dict",
     "get_method",

@@ -91,6 +91,26 @@ def write_family_reports(methods: Iterable[str], run_dir: Path) -> None:
             family_report(report, run_dir)
 
 
+def check_experiment(
+    exp: Experiment,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> tuple[Path, Prepared]:
+    """Everything :func:`run_experiment` checks before it makes the run folder (the folder
+    can be made and written, then :func:`~consortium.experiment.checks.prepare_experiment`);
+    makes nothing. Returns the run folder and the prepared experiment; notes are printed."""
+    console = console or Console()
+    run_dir = Path(out) if out is not None else Path(exp.output_dir) / exp.name
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    ready = prepare_experiment(exp, say=lambda text: console.print(escape(text)))
+    for note in ready.notes:
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+    return run_dir, ready
+
+
 def run_experiment(
     exp: Experiment,
     out: str | Path | None = None,
@@ -111,11 +131,7 @@ def run_experiment(
     method saved a checkpoint leaves no run folder behind.
     """
     console = console or Console()
-    run_dir = Path(out) if out is not None else Path(exp.output_dir) / exp.name
-    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    ready = prepare_experiment(exp, say=lambda text: console.print(escape(text)))
-    for note in ready.notes:
-        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+    run_dir, ready = check_experiment(exp, out, resume=resume, overwrite=overwrite, console=console)
     lock = prepare_run_dir(exp, run_dir, resume, overwrite)
     try:
         with lock:
