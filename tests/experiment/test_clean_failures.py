@@ -84,17 +84,26 @@ def test_a_final_phase_without_replies_keeps_the_model_and_resume_finishes(tmp_p
 
 def test_a_run_whose_every_round_was_skipped_exits_non_zero(tmp_path, capsys):
     exp, run = write(tmp_path, seed=5, extra=DROPOUTS), tmp_path / "run"
-    code, _, err = cli(capsys, "run", exp, "--out", run)
+    code, out, err = cli(capsys, "run", exp, "--out", run)
     assert code == 1
     msg = one_line(err)
     assert "fedavg stopped: no round succeeded: all 3 were skipped" in msg
-    assert not (run / "fedavg" / "model.npz").exists()
-    summary = json.loads((run / "summary.json").read_text())["fedavg"]
-    assert summary["rounds_skipped"] == 3 and summary["status"] == "stopped"
-    header = (run / "summary.md").read_text().splitlines()[0]
-    assert "| skipped |" in header and "| failures |" in header and "| rejected |" in header
-    row = (run / "summary.md").read_text().splitlines()[2]
-    assert row.startswith("| fedavg | stopped |")
+    assert msg.endswith("nothing was trained, nothing was kept")
+    # the table said it before the untrained folder went: status, skipped, failures
+    header = next(line for line in out.splitlines() if line.startswith("┃ method "))
+    row = next(line for line in out.splitlines() if line.startswith("│ fedavg "))
+    cells = dict(
+        zip(
+            [c.strip() for c in header.strip("┃").split("┃")],
+            [c.strip() for c in row.strip("│").split("│")],
+            strict=True,
+        )
+    )
+    assert cells["status"] == "stopped" and cells["rounds"] == cells["skipped"] == "3"
+    assert int(cells["failures"]) >= 8 and cells["rejected"] == "0"
+    assert not run.exists()  # nothing trained: the corrected run is not refused
+    code, _, err = cli(capsys, "run", write(tmp_path, seed=5), "--out", run)
+    assert code == 0, err
 
 
 def test_skipped_rounds_of_a_finished_run_are_said_without_verbose(tmp_path, capsys):

@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from consortium.algorithms.registry import get_method
 from consortium.config import ConfigError
-from consortium.core.run import RoundCallback, RunResult, RunStopped, load_checkpoint
+from consortium.core.run import MODEL, RoundCallback, RunResult, RunStopped, load_checkpoint
 from consortium.core.rundir import (
     RunDirLock,
     check_run_dir,
@@ -128,7 +128,8 @@ def run_experiment(
     (:mod:`consortium.experiment.checks`). A method that stops (:class:`RunStopped`: too few
     replies, no successful round) does not stop the others; when one did, the report is still
     written and :class:`ExperimentStopped` is raised at the end. A run that fails before any
-    method saved a checkpoint leaves no run folder behind.
+    method saved a checkpoint, or whose methods all stopped without training anything (no
+    successful round, or a set-up short of replies), leaves no run folder behind.
     """
     console = console or Console()
     run_dir, ready = check_experiment(exp, out, resume=resume, overwrite=overwrite, console=console)
@@ -140,7 +141,10 @@ def run_experiment(
         discard_untrained(lock)
         raise
     if result.stopped:
-        where = "nothing was kept" if discard_untrained(lock) else f"run folder {run_dir}"
+        # Nothing trained (no method finished, none kept a model): the folder holds no more
+        # than the line below says, and must not stand in the way of the corrected run.
+        untrained = not result.results and discard_untrained(lock, keep=MODEL)
+        where = "nothing was trained, nothing was kept" if untrained else f"run folder {run_dir}"
         first = next(iter(result.stopped.values()))
         more = f" (and {len(result.stopped) - 1} more)" if len(result.stopped) > 1 else ""
         names = ", ".join(result.stopped)
