@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from consortium.algorithms.registry import ActionContext, ActionSpec, get_action
 from consortium.config import ConfigError
@@ -84,7 +83,7 @@ def _run(
         base.device,
         base.seed,
         base.cache,
-        say=lambda text: console.print(escape(text)),
+        say=lambda text: console.print(text),
         run_dir=run_dir,
         train=exp.train,
         rounds=exp.federation.rounds,
