@@ -1,8 +1,21 @@
 """``consortium``: run experiments, the demo, post-hoc actions and reports from the command line.
 
-Errors a user can fix (a bad config key, a missing dataset, a run folder in the way) end with
-exit code 2 and one line on stderr, never a traceback. ``--plugin MODULE`` (repeatable) loads a
-module that registers methods, models or datasets before anything else is read.
+Exit status and what is printed on stderr, always one line (``-v`` adds a traceback where one
+helps):
+
+* 0: done; a run that lost rounds or members still says so in its table and in a yellow line;
+* 2: an error the user can fix before running (a bad config key or value, a missing dataset, a
+  device this machine lacks, a run folder in the way), found before the run folder is made;
+* 1: the run could not finish: a method stopped (too few replies in its set-up or final
+  phase, or no successful round; what it trained is kept), a file could not be read or
+  written (the path and the reason: disk full, read-only folder, no permission), or code
+  failed (``consortium: error: ValueError: ... (an error of the code, ...)``); members' own
+  failures are not this: they are counted per round and named in the table and the stop
+  reason;
+* 130: interrupted (Ctrl-C); ``--resume`` continues after the last finished round.
+
+``--plugin MODULE`` (repeatable) loads a module that registers methods, models or datasets
+before anything else is read.
 """
 
 from __future__ import annotations
@@ -12,6 +25,7 @@ import importlib.resources
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +50,14 @@ def _plugins_in(argv: list[str]) -> list[str]:
     return out
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def _run_options(p: argparse.ArgumentParser, check: bool = False) -> None:
+    if check:
+        p.add_argument(
+            "--check",
+            action="store_true",
+            help="check the experiment (config, device, data, methods, run folder) and stop; "
+            "writes nothing",
+        )
     p.add_argument("--out", type=Path, help="run folder (default: OUTPUT_DIR/NAME)")
     p.add_argument("--resume", action="store_true", help="continue the run in the run folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
@@ -69,12 +90,12 @@ def _parser(actions: dict[str, Any]) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an experiment TOML file")
     run.add_argument("experiment", type=Path)
-    _run_options(run)
+    _run_options(run, check=True)
 
     demo = sub.add_parser(
         "demo", help="FedAvg vs standalone vs centralised on digits (no download)"
     )
-    _run_options(demo)
+    _run_options(demo, check=True)
 
     for name, spec in actions.items():
         act = sub.add_parser(name, help=spec.description)
@@ -187,32 +208,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"consortium {__version__}")
         return 0
     console = Console(width=None if sys.stdout.isatty() else 160)
-    from consortium.config import ConfigError
-    from consortium.data.sources import DatasetNotFoundError
-
+    verbose = any(a in ("-v", "--verbose") for a in argv)
     try:
-        from consortium.plugins import load_plugins
+        return _main(argv, console)
+    except KeyboardInterrupt:
+        _error("interrupted; --resume continues after the last finished round")
+        return 130
+    except Exception as err:
+        code, line = _classify(err)
+        _error(line)
+        if verbose and code == 1:
+            traceback.print_exc()
+        return code
 
-        load_plugins(_plugins_in(argv))
-        if argv[:1] == ["flower"]:  # its own command line, options included
-            from consortium.experiment.flower_command import main as flower_main
 
-            return flower_main(argv[1:], prog="consortium flower")
-        from consortium.algorithms.registry import actions
+def _error(line: str) -> None:
+    print(f"consortium: error: {' '.join(line.split())}", file=sys.stderr)
 
-        args = _parser(dict(actions())).parse_args(argv)
-        logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.ERROR,
-            format="%(levelname)s %(name)s: %(message)s",
-        )
-        _dispatch(args, console)
-    except (ConfigError, DatasetNotFoundError, FileNotFoundError) as err:
-        print(f"consortium: error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:  # bad values found while building data or models
-        print(f"consortium: error: {err}", file=sys.stderr)
-        return 2
+
+def _classify(err: BaseException) -> tuple[int, str]:
+    """(exit status, one line) for an error that ended the command (see the module doc)."""
+    from consortium.config import ConfigError
+    from consortium.core.checkpoint import CheckpointError
+    from consortium.core.run import RunStopped
+    from consortium.core.rundir import RunDirError
+
+    if isinstance(err, ConfigError | RunDirError | CheckpointError):
+        return 2, str(err)
+    if isinstance(err, RunStopped):
+        return 1, str(err)
+    if isinstance(err, OSError):
+        if err.errno is None:  # raised by us with a message (a missing dataset, run folder)
+            return 2, str(err)
+        where = err.filename if err.filename is not None else "a file"
+        return 1, f"{where}: {err.strerror or err}"
+    why = "an error of the code, not of the settings; -v shows where"
+    return 1, f"{type(err).__name__}: {err} ({why})"
+
+
+def _main(argv: list[str], console: Console) -> int:
+    from consortium.plugins import load_plugins
+
+    load_plugins(_plugins_in(argv))
+    if argv[:1] == ["flower"]:  # its own command line, options included
+        from consortium.experiment.flower_command import main as flower_main
+
+        return flower_main(argv[1:], prog="consortium flower")
+    from consortium.algorithms.registry import actions
+
+    args = _parser(dict(actions())).parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    _dispatch(args, console)
     return 0
+
+
+def _check(exp: Any, args: argparse.Namespace, overwrite: bool, console: Console) -> None:
+    """``--check``: everything a run checks before it makes its folder, and nothing else."""
+    from consortium.experiment import check_experiment
+
+    _, ready = check_experiment(
+        exp, args.out, resume=args.resume, overwrite=overwrite, console=console
+    )
+    methods = ", ".join(exp.methods)
+    console.print(f"ok: {exp.name}: {ready.data.num_clients} members, methods {methods}")
 
 
 def _dispatch(args: argparse.Namespace, console: Console) -> None:
@@ -224,6 +285,9 @@ def _dispatch(args: argparse.Namespace, console: Console) -> None:
         exp = load_experiment(path, args.overrides)
         # The demo is meant to be run again and again: it replaces its previous folder.
         overwrite = args.overwrite or (args.command == "demo" and not args.resume)
+        if args.check:
+            _check(exp, args, overwrite, console)
+            return
         run_experiment(
             exp,
             args.out,

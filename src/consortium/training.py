@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from consortium.config import Options
+from consortium.config import ConfigError, Options
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -49,6 +49,37 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def check_device(name: str) -> None:
+    """A one-line :class:`~consortium.config.ConfigError` when ``name`` is no device this
+    machine (and this torch build) offers; checked before a run starts, not in its first
+    batch."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            f"device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"device: {name!r}, but this machine has no CUDA device (or this torch build "
+                "has no CUDA); use auto or cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device: {name!r}, but this machine has {count} CUDA device(s)")
+        return
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device: {name!r}, but MPS is not available here; use auto or cpu")
+        return
+    raise ConfigError(f"device: {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
 
 
 def batch_order(indices: np.ndarray, batch_size: int, seed: int, epochs: int) -> list[np.ndarray]:

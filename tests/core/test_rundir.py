@@ -156,3 +156,85 @@ class _Idle(Workflow):
 
 def idle_grid():
     return LocalRuntime(ClientApp(), lambda cid: None, 1)
+
+
+# -- checked before anything is made, undone when nothing was trained -----------------------
+
+
+def test_check_run_dir_refuses_what_claim_refuses_and_makes_nothing(tmp_path):
+    from consortium.core.rundir import check_run_dir
+
+    new = tmp_path / "a" / "b"
+    check_run_dir(new)  # a folder still to be made is fine ...
+    assert not (tmp_path / "a").exists()  # ... and is not made
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "x").write_text("someone's")
+    with pytest.raises(RunDirError, match="already holds a run"):
+        check_run_dir(used)
+    with pytest.raises(RunDirError, match="not created by consortium"):
+        check_run_dir(used, overwrite=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match="is not a folder"):
+        check_run_dir(tmp_path / "file")
+
+
+def test_a_folder_that_cannot_be_made_or_written_is_an_os_error_naming_it(tmp_path, monkeypatch):
+    import errno
+
+    from consortium.core.rundir import check_run_dir
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError) as caught:  # a file where a parent folder would go
+        check_run_dir(tmp_path / "file" / "sub" / "run")
+    assert caught.value.errno == errno.ENOTDIR and caught.value.filename == str(tmp_path / "file")
+    assert not isinstance(caught.value, RunDirError)  # a file-system error, not a setting
+
+    writable = {str(tmp_path): True, str(tmp_path / "locked"): False}
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: writable.get(str(p), real_access(p, mode)))
+    (tmp_path / "locked").mkdir()
+    for target in (tmp_path / "locked", tmp_path / "locked" / "new" / "run"):
+        with pytest.raises(OSError) as caught:
+            check_run_dir(target)
+        assert caught.value.errno in (errno.EACCES, errno.EROFS)
+        assert caught.value.filename == str(tmp_path / "locked")
+        with pytest.raises(OSError):
+            claim_run_dir(target)  # the claim checks the same, and makes nothing
+        assert list((tmp_path / "locked").iterdir()) == []
+    check_run_dir(tmp_path / "free" / "run")  # a writable parent is fine
+
+
+def test_a_claim_that_trained_nothing_is_undone(tmp_path):
+    from consortium.core.rundir import discard_untrained
+
+    made = tmp_path / "made" / "run"
+    lock = claim_run_dir(made)
+    (made / "config.toml").write_text("x")
+    lock.release()
+    assert lock.created and lock.fresh and discard_untrained(lock)
+    assert not made.exists() and (tmp_path / "made").exists()  # parents are not ours to remove
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    lock = claim_run_dir(empty)
+    (empty / "config.toml").write_text("x")
+    lock.release()
+    assert not lock.created and discard_untrained(lock)
+    assert empty.is_dir() and list(empty.iterdir()) == []  # the user's folder stays
+
+
+def test_a_claim_is_kept_once_something_trained_or_when_it_resumed(tmp_path):
+    from consortium.core.rundir import discard_untrained
+
+    run = tmp_path / "run"
+    lock = claim_run_dir(run)
+    (run / "fedavg").mkdir()
+    (run / "fedavg" / "checkpoint.npz").write_bytes(b"trained")
+    lock.release()
+    assert not discard_untrained(lock) and (run / "fedavg" / "checkpoint.npz").exists()
+
+    (run / "fedavg" / "checkpoint.npz").unlink()
+    lock = claim_run_dir(run, resume=True)  # an earlier run's folder: never ours to discard
+    lock.release()
+    assert not lock.fresh and not discard_untrained(lock) and (run / "fedavg").exists()

@@ -101,8 +101,8 @@ def test_resume_from_a_checkpoint_gives_the_same_model(tmp_path, monkeypatch):
         return real(*args, **{**kwargs, "callbacks": [*kwargs.get("callbacks", ()), stop]})
 
     monkeypatch.setattr(runner, "run_workflow", crash_at_round_25)
-    with pytest.raises(Crash):
-        main(["run", str(path), "--out", str(cut), *only])
+    # the command line turns the crash into one line and exit status 1; the run is kept
+    assert main(["run", str(path), "--out", str(cut), *only]) == 1
     monkeypatch.setattr(runner, "run_workflow", real)
     assert main(["run", str(path), "--out", str(cut), "--resume", *only]) == 0
     a, b = np.load(full / "dmtrl" / "model.npz"), np.load(cut / "dmtrl" / "model.npz")

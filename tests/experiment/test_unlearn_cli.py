@@ -130,3 +130,26 @@ def test_an_aequa_trained_slimmable_model_can_be_unlearned(tmp_path, capsys):
     assert summary["original"]["forget_accuracy"] > 0.5
     assert summary["selective"]["forget_accuracy"] < 0.1
     assert 0 < summary["selective"]["parameters_touched"] < summary["selective"]["parameters_total"]
+
+
+def test_report_renders_unlearning_folders_from_their_own_files(run_dir, capsys):
+    args = ["unlearn", str(run_dir), "--class", "5", "--methods", "finetune", "--no-progress"]
+    args += ["--set", "unlearn.shadow_attack=false", "--set", "unlearn.baseline_rounds=1"]
+    assert main(args) == 0
+    request = run_dir / "unlearn-class5"
+    results = (request / "summary.json").read_bytes()
+    table = (request / "summary.md").read_text()
+    capsys.readouterr()
+    # the run folder: its methods only; the request is listed apart, not as a row of dashes
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "unlearning requests:" in out and "unlearn-class5" in out
+    assert "unlearn-class5" not in (run_dir / "summary.md").read_text()
+    assert set(json.loads((run_dir / "summary.json").read_text())) == {"fedavg"}
+    # the request folder: its own table, redrawn from its files, its results untouched
+    (request / "summary.md").unlink()
+    assert main(["report", str(request)]) == 0
+    out = capsys.readouterr().out
+    assert "forget acc" in out and "finetune" in out and "original" in out
+    assert (request / "summary.json").read_bytes() == results
+    assert (request / "summary.md").read_text() == table

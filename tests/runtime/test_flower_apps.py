@@ -668,3 +668,27 @@ def test_the_roster_command_writes_what_the_server_reads(tmp_path, capsys):
     assert main(["flower", "roster", str(path), "zero=x.pub"]) == 2
     assert main(["flower", "roster", str(path), f"0={keys[0]}", f"1={keys[0]}"]) == 2
     assert "same key" in capsys.readouterr().err
+
+
+def test_a_run_that_stops_on_flower_reaches_the_caller_as_a_stop(flower_identity, tmp_path):
+    """Members that fail every round: the server app hands the clean stop to its caller
+    (the simulation raises it, as the in-process runtime does) instead of a lost result."""
+    from flwr.app import Context
+
+    from consortium.core.run import RunStopped
+    from consortium.runtime.flower import ServerRun, flower_server_app
+
+    members = flower_client_app(lambda s: Member(ClientApp(), lambda c: None))  # no handlers
+    fake = FakeFlowerGrid(members, partitions(2))
+    run = ServerRun(workflow=Accumulate(), num_clients=2, run_dir=tmp_path)
+    stops, results = [], []
+    server = flower_server_app(lambda s: run, on_result=results.append, on_stop=stops.append)
+    context = Context(run_id=7, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    server(fake, context)
+    assert results == [] and len(stops) == 1 and isinstance(stops[0], RunStopped)
+    assert str(stops[0]).startswith("no round succeeded: all 4 were skipped")
+    assert (tmp_path / "stopped.json").exists()
+    with pytest.raises(RunStopped):  # without a listener the stop is the app's error
+        flower_server_app(lambda s: ServerRun(workflow=Accumulate(), num_clients=2))(
+            FakeFlowerGrid(members, partitions(2)), context
+        )

@@ -13,6 +13,7 @@ Built-in packages are imported on the first look-up; third-party packages regist
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,12 @@ BUILTIN_PACKAGES: tuple[str, ...] = (
     "consortium.algorithms.scaffold",
 )
 
+_progress_log = logging.getLogger("consortium.progress")
+
+
+def _log_progress(text: str) -> None:
+    _progress_log.info("%s", text)
+
 
 @dataclass
 class MethodContext:
@@ -55,6 +62,9 @@ class MethodContext:
     cache
         Shared by the methods of one experiment run, for phases they share (the fair-reward
         family's standalone phase, multi-task λ selection). Keys are the family's to choose.
+    say
+        Tells the user how a long phase is getting on (λ selection, shadow models, ...); the
+        command line prints it, elsewhere it is logged (``consortium.progress``, INFO).
     """
 
     data: Any
@@ -62,9 +72,18 @@ class MethodContext:
     device: str = "auto"
     seed: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
+    say: Callable[[str], None] = _log_progress
 
 
 Builder = Callable[[MethodContext, Any], tuple[Workflow, ClientApp]]
+#: ``check(ctx, options)``: raise :class:`~consortium.config.ConfigError` (one line) when the
+#: experiment cannot run the method; called before the run folder is created.
+Check = Callable[[MethodContext, Any], None]
+
+
+def builds_model(ctx: MethodContext, options: Any) -> None:
+    """Check of a method that trains the experiment's ``[model]``: it builds for the data."""
+    ctx.model_fn()
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,12 @@ class MethodSpec:
     ``report`` names a family report of :mod:`consortium.report` (``"fairness"``, ``"fedra"``,
     ``"mtl"``) or is a callable ``report(run_dir)``; it runs once per family after all methods
     of an experiment ran, so it can compare them.
+
+    ``check(ctx, options)`` says what the method needs of the experiment (a kind of model, a
+    kind of data) before anything runs: it raises :class:`~consortium.config.ConfigError` with
+    one line, and is called before the run folder is created. :func:`builds_model` is the
+    check of a method that trains the experiment's ``[model]``. A check must be cheap (no
+    training).
     """
 
     name: str
@@ -81,6 +106,7 @@ class MethodSpec:
     build: Builder
     description: str
     report: str | Callable[[Path], Any] | None = None
+    check: Check | None = None
 
 
 @dataclass
@@ -99,8 +125,6 @@ class ActionContext(MethodContext):
     execute
         ``execute(workflow, app, run_dir, resume=..., description=...)`` runs a workflow on the
         configured runtime (in-process or Flower) and returns its :class:`RunResult`.
-    say
-        Prints a line for the user (progress of long phases).
     progress
         Whether progress bars are shown.
     """
@@ -109,7 +133,6 @@ class ActionContext(MethodContext):
     train: Any = None
     rounds: int = 1
     execute: Callable[..., RunResult] | None = None
-    say: Callable[[str], None] = print
     progress: bool = True
 
 
@@ -124,7 +147,10 @@ class ActionSpec:
     config)`` refuses a request before any data is built; ``add_arguments`` /
     ``overrides`` turn command-line flags into ``<name>.*`` settings; ``report`` names the
     report of :mod:`consortium.report` that renders ``dest``; ``hint`` is the one-line error of
-    a command line that asked for nothing.
+    a command line that asked for nothing. ``precheck(ctx, config, methods)`` refuses, before
+    the experiment trains anything, a request its run could never serve (the data and the
+    experiment's methods are known, no model yet): an ``[{name}]`` table found wrong only
+    after training costs the training.
     """
 
     name: str
@@ -138,6 +164,7 @@ class ActionSpec:
     overrides: Callable[[argparse.Namespace], list[str]] | None = None
     report: str | None = None
     hint: str = "say what to do"
+    precheck: Callable[[MethodContext, Any, list[str]], None] | None = None
 
 
 _METHODS: Registry[MethodSpec] = Registry("method", BUILTIN_PACKAGES)

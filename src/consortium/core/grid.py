@@ -39,7 +39,16 @@ def _wire_bytes(reply: object) -> int:
 
 
 class TooFewReplies(RuntimeError):
-    """Fewer valid replies than the minimum the run was configured with."""
+    """Fewer valid replies than the minimum the run was configured with.
+
+    What the run loop does with it depends on the phase (see :mod:`consortium.core.run`): a
+    round is skipped; the set-up and the final phase are tried again, then the run stops.
+    """
+
+
+#: ``progress(answered, asked)``: how far the exchange in flight has got (see
+#: :attr:`Grid.progress`).
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -118,16 +127,32 @@ class Grid(ABC):
         self.min_replies = min_replies
         self.max_reply_bytes = max_reply_bytes
         self.round = 0
+        self.attempt = 0
         self.record = RoundRecord()
+        #: Told ``(answered, asked)`` as members of an exchange answer (``None``: nobody
+        #: listens). The run loop shows it, so a long phase is never silent.
+        self.progress: Progress | None = None
 
     @property
     def client_ids(self) -> list[int]:
         return list(range(self.num_clients))
 
-    def start_round(self, rnd: int) -> None:
-        """Called by the run loop before each round (0 is the set-up phase)."""
+    def start_round(self, rnd: int, attempt: int = 0) -> None:
+        """Called by the run loop before each round (0 is the set-up phase, ``num_rounds + 1``
+        the final phase); ``attempt`` numbers the tries of a phase (see :meth:`retry`)."""
         self.round = rnd
+        self.attempt = attempt
         self.record = RoundRecord()
+
+    def retry(self) -> None:
+        """Start another try of the current phase: the record keeps what the earlier tries
+        cost, and a runtime that simulates dropouts draws them afresh (``self.attempt``)."""
+        self.attempt += 1
+
+    def _report_progress(self, answered: int, asked: int) -> None:
+        """Tell :attr:`progress` (runtimes call it as members answer)."""
+        if self.progress is not None:
+            self.progress(answered, asked)
 
     def sample(self, num: int | float, purpose: str = "sample") -> list[int]:
         """Members for this round, drawn from the run seed and the round number only."""
@@ -163,6 +188,7 @@ class Grid(ABC):
             self.record.sent.append(cid)
             self.record.bytes_down[cid] = self.record.bytes_down.get(cid, 0) + msg.nbytes
         replies, failures = self._exchange(messages)
+        self._report_progress(len(messages), len(messages))
         for cid, reason in failures.items():
             log.warning("round %d: member %d failed: %s", self.round, cid, reason)
             self.record.failures[cid] = reason

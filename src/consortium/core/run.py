@@ -11,11 +11,15 @@ Files written into ``run_dir`` (when given):
   holds data only (numpy arrays and JSON, checked with SHA-256; see
   :mod:`consortium.core.checkpoint`): loading one never runs code, and a corrupted one is a
   one-line error;
-* ``summary.json``: the workflow's summary plus totals; ``model.npz``: the final model arrays.
+* ``summary.json``: the workflow's summary plus totals; ``model.npz``: the final model arrays;
+* ``stopped.json`` instead of ``summary.json`` when the run stopped (:class:`RunStopped`): the
+  totals so far, ``status = "stopped"`` and ``stop_reason``; ``model.npz`` is there when a
+  round trained. Readers of ``summary.json`` only ever see finished runs.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -23,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from consortium.core.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from consortium.core.grid import Grid, TooFewReplies
 from consortium.core.message import Arrays
-from consortium.core.rundir import lock_run_dir
+from consortium.core.rundir import lock_run_dir, writing
 from consortium.core.workflow import Workflow
 
 log = logging.getLogger("consortium.run")
@@ -42,6 +47,7 @@ CHECKPOINT = "checkpoint.npz"
 LEGACY_CHECKPOINT = "checkpoint.pkl"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+STOPPED = "stopped.json"
 MODEL = "model.npz"
 
 RoundCallback = Callable[[int, Mapping[str, Any]], None]
@@ -75,8 +81,9 @@ def _jsonable(value: Any) -> Any:
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Write JSON atomically (a crash never leaves half a file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(dict(payload)), indent=2, sort_keys=False))
-    os.replace(tmp, path)
+    with writing(path):
+        tmp.write_text(json.dumps(_jsonable(dict(payload)), indent=2, sort_keys=False))
+        os.replace(tmp, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -117,6 +124,32 @@ def _progress_text(metrics: Mapping[str, Any], keys: Iterable[str]) -> str:
     return " ".join(parts)
 
 
+#: How many more times the set-up and the final phase are tried after too few replies.
+PHASE_RETRIES = 2
+
+
+class RunStopped(RuntimeError):
+    """A run that could not go on; the message is one line and says what was kept.
+
+    Raised when the set-up or the final phase got too few replies on every try, or when no
+    round succeeded. What the run finished is on disk: its rounds' lines, a ``summary.json``
+    whose ``status`` is ``"stopped"`` (with ``stop_reason``), and, once a round trained, the
+    checkpoint (``--resume`` continues from it) and ``model.npz``.
+    """
+
+    def __init__(self, message: str, summary: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = dict(summary or {})
+
+
+class _GaveUp(Exception):
+    """Every try of a phase got too few replies."""
+
+    def __init__(self, err: TooFewReplies, tries: int) -> None:
+        super().__init__(str(err))
+        self.tries = tries
+
+
 def run_workflow(
     workflow: Workflow,
     grid: Grid,
@@ -126,8 +159,22 @@ def run_workflow(
     progress: bool = True,
     callbacks: Iterable[RoundCallback] = (),
     description: str | None = None,
+    retries: int = PHASE_RETRIES,
 ) -> RunResult:
     """Run ``workflow`` on ``grid``: set-up, rounds, finish.
+
+    Too few replies (:class:`~consortium.core.grid.TooFewReplies`) are handled one way for
+    every workflow and runtime:
+
+    * a **round** is skipped: the workflow stays as it was, the round's line says why, and the
+      run goes on;
+    * the **set-up** and the **final phase** happen once, so they are tried again, up to
+      ``retries`` more times (each try asks the members afresh; simulated dropouts are drawn
+      anew). When every try falls short the run stops with :class:`RunStopped`: after the
+      set-up nothing was trained; after the final phase the trained model (``model.npz``) and
+      the checkpoint are kept, and ``--resume`` tries the final phase again;
+    * a run in which **no round succeeded** stops with :class:`RunStopped` before its final
+      phase (there is no trained model to evaluate).
 
     Parameters
     ----------
@@ -138,142 +185,295 @@ def run_workflow(
         The continued run ends with the same model, bit for bit, as one never interrupted.
     callbacks
         Called after every round with ``(round, metrics)``; stopping rules and extras live here.
+    retries
+        Further tries of the set-up and the final phase after too few replies.
 
     While it runs, the run holds the lock of ``run_dir`` (see :mod:`consortium.core.rundir`):
     a second live run of the same folder raises ``RunDirError``.
     """
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
     out = Path(run_dir) if run_dir is not None else None
     if resume and out is None:
         raise ValueError("resume needs a run directory")
+    loop = _Loop(workflow, grid, out, list(callbacks), retries)
     if out is None:
-        return _run(workflow, grid, None, resume, progress, list(callbacks), description)
+        return loop.run(resume, progress, description)
     out.mkdir(parents=True, exist_ok=True)
     with lock_run_dir(out):  # a second live run of this folder is refused
-        return _run(workflow, grid, out, resume, progress, list(callbacks), description)
+        return loop.run(resume, progress, description)
 
 
-def _run(
-    workflow: Workflow,
-    grid: Grid,
-    out: Path | None,
-    resume: bool,
-    progress: bool,
-    callbacks: list[RoundCallback],
-    description: str | None,
-) -> RunResult:
-    rounds: list[dict[str, Any]] = []
-    # Wall time, and the process's CPU time: on a shared machine the latter is the fairer
-    # measure of what the work itself cost (in-process members included; not other processes).
-    start, elapsed, cpu, resumed_from = 1, 0.0, 0.0, None
+class _Loop:
+    """One run of a workflow: its lines, times, checkpoints and phases."""
 
-    state = load_checkpoint(out) if (resume and out is not None) else None
-    if state is not None and out is not None:
-        if state["workflow_name"] != workflow.name:
-            raise ValueError(
-                f"{out}: checkpoint belongs to {state['workflow_name']!r}, not {workflow.name!r}"
-            )
-        workflow.load_state_dict(state["workflow"])
-        grid.load_state_dict(state["grid"])
-        start, elapsed = int(state["next_round"]), float(state["elapsed"])
-        cpu = float(state.get("cpu_elapsed", 0.0))
-        resumed_from = start - 1
-        rounds = [r for r in read_jsonl(out / METRICS) if int(r["round"]) < start]
-        _rewrite_jsonl(out / METRICS, rounds)
-        if state.get("finished"):
-            return RunResult(
-                summary=state["summary"],
-                rounds=rounds,
-                final_arrays=workflow.final_arrays(),
-                wall_time_s=elapsed,
-                resumed_from=resumed_from,
-            )
-        log.info("resuming %s after round %d", workflow.name, resumed_from)
-    elif out is not None:
-        (out / METRICS).unlink(missing_ok=True)
+    def __init__(
+        self,
+        workflow: Workflow,
+        grid: Grid,
+        out: Path | None,
+        callbacks: list[RoundCallback],
+        retries: int,
+    ) -> None:
+        self.workflow, self.grid, self.out = workflow, grid, out
+        self.callbacks, self.retries = callbacks, retries
+        self.rounds: list[dict[str, Any]] = []
+        # Wall time, and the process's CPU time: on a shared machine the latter is the fairer
+        # measure of what the work itself cost (in-process members included).
+        self.elapsed, self.cpu = 0.0, 0.0
+        #: Tries already spent on a phase, by its round (a resumed final phase draws afresh).
+        self.tries: dict[str, int] = {}
 
-    def checkpoint(next_round: int, finished: bool = False, summary: Any = None) -> None:
-        if out is None:
+    # -- files ----------------------------------------------------------------------------
+
+    def checkpoint(self, next_round: int, finished: bool = False, summary: Any = None) -> None:
+        if self.out is None:
             return
+        with writing(self.out / CHECKPOINT):
+            self._save_checkpoint(next_round, finished, summary)
+
+    def _save_checkpoint(self, next_round: int, finished: bool, summary: Any) -> None:
+        assert self.out is not None
         save_checkpoint(
-            out / CHECKPOINT,
+            self.out / CHECKPOINT,
             {
-                "workflow_name": workflow.name,
+                "workflow_name": self.workflow.name,
                 "next_round": next_round,
-                "elapsed": elapsed,
-                "cpu_elapsed": cpu,
-                "workflow": workflow.state_dict(),
-                "grid": grid.state_dict(),
+                "elapsed": self.elapsed,
+                "cpu_elapsed": self.cpu,
+                "workflow": self.workflow.state_dict(),
+                "grid": self.grid.state_dict(),
                 "finished": finished,
                 "summary": summary,
+                "tries": dict(self.tries),
             },
         )
 
     def record(
-        rnd: int, metrics: Mapping[str, Any], seconds: float, cpu_s: float, phase: str
-    ) -> None:
-        line = {"round": rnd, "phase": phase, **metrics, **grid.record.as_metrics()}
+        self, rnd: int, metrics: Mapping[str, Any], seconds: float, cpu_s: float, phase: str
+    ) -> dict[str, Any]:
+        line = {"round": rnd, "phase": phase, **metrics, **self.grid.record.as_metrics()}
         line["time_s"] = seconds
         line["cpu_s"] = cpu_s
         line = _jsonable(line)
-        rounds.append(line)
-        if out is not None:
-            with open(out / METRICS, "a") as fh:
+        self.rounds.append(line)
+        if self.out is not None:
+            with writing(self.out / METRICS), open(self.out / METRICS, "a") as fh:
                 fh.write(json.dumps(line) + "\n")
-        for cb in callbacks:
+        for cb in self.callbacks:
             cb(rnd, line)
+        return line
 
-    keys = getattr(workflow, "progress_keys", ("test_accuracy", "train_loss"))
-    label = description or workflow.name
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[live]}"),
-        disable=not progress,
-        transient=False,
-    ) as bar:
-        task = bar.add_task(label, total=workflow.num_rounds, completed=start - 1, live="")
-        if state is None:  # a fresh run (a resumed one has done its set-up already)
-            t0, c0 = time.perf_counter(), time.process_time()
-            grid.start_round(0)
-            setup_metrics = workflow.setup(grid)
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            elapsed += dt
-            cpu += dc
-            if setup_metrics or grid.record.sent:
-                record(0, setup_metrics, dt, dc, "setup")
-            checkpoint(1)
-        for rnd in range(start, workflow.num_rounds + 1):
-            t0, c0 = time.perf_counter(), time.process_time()
-            grid.start_round(rnd)
-            try:
-                metrics = workflow.run_round(grid, rnd)
-            except TooFewReplies as err:
-                log.warning("%s", err)
-                metrics = {"skipped": str(err)}
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            elapsed += dt
-            cpu += dc
-            record(rnd, metrics, dt, dc, "train")
-            checkpoint(rnd + 1)
-            bar.update(task, advance=1, live=_progress_text(metrics, keys))
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    grid.start_round(workflow.num_rounds + 1)
-    summary = dict(workflow.finish(grid))
-    finish_comm = grid.record.as_metrics()
-    elapsed += time.perf_counter() - t0
-    cpu += time.process_time() - c0
-    summary.update(_totals(rounds, finish_comm, elapsed, workflow))
-    summary["cpu_time_s"] = cpu
-    arrays = workflow.final_arrays()
-    if out is not None:
+    def save_outcome(self, summary: dict[str, Any], arrays: Arrays | None) -> None:
+        """The model and ``summary.json`` (finished) or ``stopped.json`` (stopped)."""
+        if self.out is None:
+            return
         if arrays is not None:
-            np.savez(out / MODEL, **arrays)
-        write_json(out / SUMMARY, summary)
-    checkpoint(workflow.num_rounds + 1, finished=True, summary=summary)
-    return RunResult(summary, rounds, arrays, elapsed, resumed_from)
+            with writing(self.out / MODEL):
+                np.savez(self.out / MODEL, **arrays)
+        stopped = summary.get("status") == "stopped"
+        write_json(self.out / (STOPPED if stopped else SUMMARY), summary)
+        (self.out / (SUMMARY if stopped else STOPPED)).unlink(missing_ok=True)
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def timed(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, its wall and CPU time added to the run's (and kept in ``self.took``)."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return fn()
+        finally:
+            self.took = (time.perf_counter() - t0, time.process_time() - c0)
+            self.elapsed += self.took[0]
+            self.cpu += self.took[1]
+
+    def tried(self, rnd: int, fn: Callable[[], Any], restore: Callable[[], None]) -> Any:
+        """``fn()`` in round ``rnd``, tried again after too few replies (see run_workflow)."""
+        key = str(rnd)
+        first = self.tries.get(key, 0)
+        self.grid.start_round(rnd, first)
+        for attempt in range(self.retries + 1):
+            if attempt:
+                restore()
+                self.grid.retry()
+            try:
+                return fn()
+            except TooFewReplies as err:
+                self.tries[key] = first + attempt + 1
+                log.warning("%s (try %d of %d)", err, attempt + 1, self.retries + 1)
+                last = err
+        raise _GaveUp(last, self.retries + 1)
+
+    def stop(
+        self,
+        why: str,
+        rnd: int,
+        phase: str,
+        *,
+        arrays: Arrays | None = None,
+        lines: list[dict[str, Any]] | None = None,
+    ) -> RunStopped:
+        """Write the stopped phase's line and what the run holds; returns the error to raise.
+
+        ``why`` gets the most common member failure of ``lines`` (default: the phase's own
+        exchanges, every try included) appended.
+        """
+        why += _failure_hint(lines if lines is not None else [self.grid.record.as_metrics()])
+        self.record(rnd, {"stopped": why}, *self.took, phase)
+        summary: dict[str, Any] = {"status": "stopped", "stop_reason": why}
+        summary.update(_totals(self.rounds, {}, self.elapsed, self.workflow))
+        summary["cpu_time_s"] = self.cpu
+        self.save_outcome(summary, arrays)
+        return RunStopped(why, summary)
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self, resume: bool, progress: bool, description: str | None) -> RunResult:
+        try:
+            return self._run(resume, progress, description)
+        finally:
+            self.grid.progress = None  # nobody listens once the run is over
+
+    def _run(self, resume: bool, progress: bool, description: str | None) -> RunResult:
+        wf, grid, out = self.workflow, self.grid, self.out
+        start, resumed_from = 1, None
+        self.took = (0.0, 0.0)
+        state = load_checkpoint(out) if (resume and out is not None) else None
+        if state is not None and out is not None:
+            if state["workflow_name"] != wf.name:
+                raise CheckpointError(
+                    f"{out}: checkpoint belongs to {state['workflow_name']!r}, not {wf.name!r}"
+                )
+            wf.load_state_dict(state["workflow"])
+            grid.load_state_dict(state["grid"])
+            start, self.elapsed = int(state["next_round"]), float(state["elapsed"])
+            self.cpu = float(state.get("cpu_elapsed", 0.0))
+            self.tries = {str(k): int(v) for k, v in (state.get("tries") or {}).items()}
+            resumed_from = start - 1
+            self.rounds = [r for r in read_jsonl(out / METRICS) if int(r["round"]) < start]
+            _rewrite_jsonl(out / METRICS, self.rounds)
+            if state.get("finished"):
+                return RunResult(
+                    summary=state["summary"],
+                    rounds=self.rounds,
+                    final_arrays=wf.final_arrays(),
+                    wall_time_s=self.elapsed,
+                    resumed_from=resumed_from,
+                )
+            log.info("resuming %s after round %d", wf.name, resumed_from)
+        elif out is not None:  # a fresh run: nothing of an earlier one may pass for its own
+            for stale in (METRICS, STOPPED):
+                (out / stale).unlink(missing_ok=True)
+
+        keys = getattr(wf, "progress_keys", ("test_accuracy", "train_loss"))
+        last = wf.num_rounds + 1
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[live]}"),
+            disable=not progress,
+            transient=False,
+        ) as bar:
+            task = bar.add_task(
+                description or wf.name, total=wf.num_rounds, completed=start - 1, live=""
+            )
+            shown = {"text": ""}
+
+            def show(what: str) -> Callable[[int, int], None]:
+                def tell(answered: int, asked: int) -> None:
+                    rec = grid.record
+                    done = len(rec.replied) + len(rec.failures) + len(rec.rejected)
+                    total = max(len(rec.sent), done + asked)
+                    live = f"{what}: {done + answered}/{total} members answered"
+                    bar.update(task, live=f"{shown['text']} [dim]{live}[/dim]".strip())
+
+                return tell
+
+            grid.progress = show("set-up")
+            if state is None:  # a fresh run (a resumed one has done its set-up already)
+                try:
+                    setup = self.timed(lambda: self.tried(0, lambda: wf.setup(grid), _noop))
+                except _GaveUp as err:
+                    why = f"set-up: {err} ({err.tries} tries); nothing was trained"
+                    raise self.stop(why, 0, "setup") from None
+                if setup or grid.record.sent:
+                    self.record(0, setup, *self.took, "setup")
+                self.checkpoint(1)
+            for rnd in range(start, wf.num_rounds + 1):
+                grid.progress = show(f"round {rnd}")
+                grid.start_round(rnd)
+                metrics = self.timed(partial(_skip_short, wf, grid, rnd))
+                self.record(rnd, metrics, *self.took, "train")
+                self.checkpoint(rnd + 1)
+                skipped = sum(1 for r in self.rounds if "skipped" in r)
+                text = _progress_text(metrics, keys)
+                shown["text"] = f"{text} [yellow]skipped {skipped}[/yellow]" if skipped else text
+                bar.update(task, advance=1, live=shown["text"])
+
+            trained = [r for r in self.rounds if r.get("phase") == "train" and "skipped" not in r]
+            if wf.num_rounds >= 1 and not trained:
+                self.took = (0.0, 0.0)
+                grid.start_round(last)
+                reason = next((r["skipped"] for r in reversed(self.rounds) if "skipped" in r), "")
+                why = f"no round succeeded: all {wf.num_rounds} were skipped (last: {reason})"
+                raise self.stop(why, last, "finish", lines=list(self.rounds))
+
+            grid.progress = show("final phase")
+            before = copy.deepcopy(wf.state_dict())
+
+            def restore() -> None:
+                wf.load_state_dict(copy.deepcopy(before))
+
+            try:
+                summary = dict(
+                    self.timed(lambda: self.tried(last, lambda: wf.finish(grid), restore))
+                )
+            except _GaveUp as err:
+                restore()
+                self.checkpoint(last)  # the rounds' state, and the tries spent
+                where = f" ({out / MODEL})" if out is not None else ""
+                why = (
+                    f"final phase: {err} ({err.tries} tries); the trained model is kept{where}; "
+                    "--resume tries the final phase again"
+                )
+                raise self.stop(why, last, "finish", arrays=wf.final_arrays()) from None
+            finish_comm = grid.record.as_metrics()
+            bar.update(task, live=shown["text"])
+
+        summary["status"] = "complete"
+        summary.update(_totals(self.rounds, finish_comm, self.elapsed, wf))
+        summary["cpu_time_s"] = self.cpu
+        arrays = wf.final_arrays()
+        self.save_outcome(summary, arrays)
+        self.checkpoint(last, finished=True, summary=summary)
+        return RunResult(summary, self.rounds, arrays, self.elapsed, resumed_from)
+
+
+def _noop() -> None:
+    return None
+
+
+def _skip_short(wf: Workflow, grid: Grid, rnd: int) -> dict[str, Any]:
+    """One round; too few replies skip it (the workflow changed nothing)."""
+    try:
+        return wf.run_round(grid, rnd)
+    except TooFewReplies as err:
+        log.warning("%s", err)
+        return {"skipped": str(err)}
+
+
+def _failure_hint(rounds: list[dict[str, Any]]) -> str:
+    """The most common reason members failed or were rejected, when there is one."""
+    reasons: dict[str, int] = {}
+    for r in rounds:
+        for why in [*r.get("failures", {}).values(), *r.get("rejected", {}).values()]:
+            reasons[why] = reasons.get(why, 0) + 1
+    if not reasons:
+        return ""
+    why, count = max(reasons.items(), key=lambda kv: kv[1])
+    return f"; the most common member failure ({count}x): {why}"
 
 
 def _totals(
@@ -294,5 +494,6 @@ def _totals(
 
 def _rewrite_jsonl(path: Path, rounds: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rounds))
-    os.replace(tmp, path)
+    with writing(path):
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rounds))
+        os.replace(tmp, path)

@@ -21,9 +21,12 @@ Usage::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -52,17 +55,39 @@ def check_run_name(name: str, what: str = "run name") -> str:
     return name
 
 
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in an ``OSError`` raised inside the block.
+
+    A full disk or a folder that turned read-only often shows up when a file object is
+    written or closed, as an error without a file name; the one-line report of the command
+    line needs to say which file.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+
+
 def is_marked(path: str | Path) -> bool:
     """Whether ``path`` is a folder consortium claimed for a run."""
     return (Path(path) / MARKER).is_file()
 
 
 class RunDirLock:
-    """An exclusive lock on one run folder, released by :meth:`release` (or the ``with``)."""
+    """An exclusive lock on one run folder, released by :meth:`release` (or the ``with``).
+
+    ``created``: the claim made the folder; ``fresh``: the folder held nothing of an earlier
+    run when claimed (new, empty, or emptied by ``--overwrite``). See :func:`discard_untrained`.
+    """
 
     def __init__(self, path: Path, fd: int | None) -> None:
         self.path = path
         self._fd = fd
+        self.created = False
+        self.fresh = False
 
     @property
     def held(self) -> bool:
@@ -171,12 +196,40 @@ def claim_run_dir(
     The lock; release it (or use it as a context manager) when the run ends.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path} is not a folder")
+    check_run_dir(path, resume=resume, overwrite=overwrite, what=what)
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     existing = _contents(path)
-    marked = is_marked(path)
-    if existing and not marked and (resume or overwrite):
+    lock = lock_run_dir(path)
+    try:
+        if overwrite and not resume and existing:
+            busy = _nested_in_use(path)
+            if busy is not None:
+                raise RunDirError(f"{busy} is in use by a live run: not overwriting {path}")
+            _empty(path)
+        with writing(path / MARKER):
+            (path / MARKER).write_text(json.dumps({"consortium": "run folder"}) + "\n")
+    except BaseException:
+        lock.release()
+        raise
+    lock.created = created
+    lock.fresh = not existing or (overwrite and not resume)
+    return lock
+
+
+def check_run_dir(
+    path: str | Path, *, resume: bool = False, overwrite: bool = False, what: str = "a run"
+) -> None:
+    """The checks of :func:`claim_run_dir` that need no change on disk (so a run can be
+    refused before its data is built); raises :class:`RunDirError`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} is not a folder")
+    _check_writable(path)
+    if not path.is_dir():
+        return
+    existing = _contents(path)
+    if existing and not is_marked(path) and (resume or overwrite):
         raise RunDirError(
             f"{path} was not created by consortium (no {MARKER} marker): refusing to "
             f"{'resume' if resume else 'delete'} it; choose another folder"
@@ -186,15 +239,39 @@ def claim_run_dir(
             f"{path} already holds {what}: pass --resume or --overwrite (to continue it or to "
             "start over)"
         )
-    lock = lock_run_dir(path)
-    try:
-        if overwrite and not resume and existing:
-            busy = _nested_in_use(path)
-            if busy is not None:
-                raise RunDirError(f"{busy} is in use by a live run: not overwriting {path}")
-            _empty(path)
-        (path / MARKER).write_text(json.dumps({"consortium": "run folder"}) + "\n")
-    except BaseException:
-        lock.release()
-        raise
-    return lock
+
+
+def _check_writable(path: Path) -> None:
+    """An ``OSError`` naming the folder when ``path`` could not be made or written: the
+    nearest folder that exists is not a folder, is read-only or is not ours to write. Found
+    here, before the data is built, rather than when the run makes its folder."""
+    here = path.absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(here))
+    if not os.access(here, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(here).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(here))
+
+
+def discard_untrained(lock: RunDirLock, keep: str = "checkpoint.npz") -> bool:
+    """Undo the claim of a run that failed before it saved anything worth keeping.
+
+    When ``lock``'s folder was fresh and no file named ``keep`` (a checkpoint) exists below
+    it, its contents are removed (the folder too, when the claim created it), so the next,
+    corrected attempt starts as the first one did instead of finding "a run" in its way.
+    Returns whether it discarded. Call it after the lock was released.
+    """
+    path = lock.path
+    if not lock.fresh or not path.is_dir() or any(path.rglob(keep)):
+        return False
+    if lock.created:
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+    return True

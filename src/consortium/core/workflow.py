@@ -27,6 +27,10 @@ class Workflow(ABC):
       skipped, and the workflow must be as it was before it.
     * :meth:`finish` runs once after the last round (final evaluation, reward allocation) and
       returns the run's summary.
+    * Too few replies in :meth:`setup` or :meth:`finish` make the run loop try the phase
+      again (:func:`~consortium.core.run.run_workflow`): a set-up must start from what the
+      constructor left (or change state only after its sends returned); before another try
+      of the final phase the loop restores the state of :meth:`state_dict`.
     * :meth:`state_dict` / :meth:`load_state_dict` capture everything needed to resume after
       any round; all randomness comes from the grid's seeded helpers, never from state carried
       in a generator.

@@ -12,6 +12,7 @@ from consortium.algorithms.registry import (
 )
 from consortium.config import ConfigError
 from consortium.experiment.actions import run_action
+from consortium.experiment.checks import Prepared, prepare_experiment
 from consortium.experiment.config import (
     Experiment,
     FederationSection,
@@ -20,7 +21,12 @@ from consortium.experiment.config import (
     load_experiment,
 )
 from consortium.experiment.execution import execute, make_grid, method_context
-from consortium.experiment.runner import ExperimentResult, run_experiment
+from consortium.experiment.runner import (
+    ExperimentResult,
+    ExperimentStopped,
+    check_experiment,
+    run_experiment,
+)
 
 
 def experiment_from_dict(raw: dict) -> Experiment:  # type: ignore[type-arg]
@@ -33,18 +39,22 @@ __all__ = [
     "ConfigError",
     "Experiment",
     "ExperimentResult",
+    "ExperimentStopped",
     "FederationSection",
     "MethodContext",
     "MethodSpec",
     "ModelSection",
+    "Prepared",
     "available_methods",
     "build_experiment",
+    "check_experiment",
     "execute",
     "experiment_from_dict",
     "get_method",
     "load_experiment",
     "make_grid",
     "method_context",
+    "prepare_experiment",
     "register_action",
     "register_method",
     "run_action",

@@ -10,11 +10,12 @@ from rich.console import Console
 
 from consortium.algorithms.registry import ActionContext, ActionSpec, get_action
 from consortium.config import ConfigError
-from consortium.core.rundir import claim_run_dir
-from consortium.data.registry import build_data
+from consortium.core.rundir import check_run_dir, claim_run_dir, discard_untrained
+from consortium.experiment.checks import check_action, checked_data
 from consortium.experiment.config import Experiment
 from consortium.experiment.execution import execute, method_context
 from consortium.report import family_report
+from consortium.training import check_device
 
 
 def run_action(
@@ -37,10 +38,21 @@ def run_action(
         raise ConfigError(f"{name}: no [{name}] options given")
     run_dir = Path(run_dir)
     dest = Path(out) if out is not None else spec.dest(run_dir, config)
+    what = f"{name} results"
+    # Everything checkable before the results folder exists (see experiment/checks.py).
+    check_run_dir(dest, resume=resume, overwrite=overwrite, what=what)
     if spec.check is not None:
         spec.check(run_dir, config)
-    with claim_run_dir(dest, resume=resume, overwrite=overwrite, what=f"{name} results"):
-        summaries = _run(exp, spec, run_dir, config, dest, resume, progress, console)
+    check_device(exp.device)
+    data = checked_data(exp)
+    check_action(name, method_context(exp, data), config, list(exp.methods))
+    lock = claim_run_dir(dest, resume=resume, overwrite=overwrite, what=what)
+    try:
+        with lock:
+            summaries = _run(exp, spec, data, run_dir, config, dest, resume, progress, console)
+    except BaseException:
+        discard_untrained(lock)
+        raise
     if spec.report is not None:
         console.print(family_report(spec.report, dest))
     console.print(f"results: {dest}")
@@ -50,6 +62,7 @@ def run_action(
 def _run(
     exp: Experiment,
     spec: ActionSpec,
+    data: Any,
     run_dir: Path,
     config: Any,
     dest: Path,
@@ -58,7 +71,6 @@ def _run(
     console: Console,
 ) -> dict[str, Any]:
     name = spec.name
-    data = build_data(exp.data, exp.seed)
     base = method_context(exp, data)
     target = f"action:{name}"
 
@@ -71,11 +83,11 @@ def _run(
         base.device,
         base.seed,
         base.cache,
+        say=lambda text: console.print(text),
         run_dir=run_dir,
         train=exp.train,
         rounds=exp.federation.rounds,
         execute=run,
-        say=console.print,
         progress=progress,
     )
     return spec.run(ctx, config, dest, resume)

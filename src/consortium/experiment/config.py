@@ -62,7 +62,9 @@ class FederationSection(ScheduleConfig):
     options), and what the runtime simulates."""
 
     failure_rate: float = Field(0.0, ge=0, lt=1, description="chance a member drops out of a round")
-    min_replies: int = Field(1, ge=0, description="fewer valid replies skip the round")
+    min_replies: int = Field(
+        1, ge=1, description="fewer valid replies skip a round (set-up and final phase: retried)"
+    )
     max_reply_mb: float | None = Field(
         None, gt=0, description="replies above this size are rejected"
     )

@@ -7,6 +7,7 @@ simulation, seed, dropouts, ``min_replies``, the reply-size limit) apply everywh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,27 @@ from consortium.models import build_model
 
 
 def method_context(
-    exp: Experiment, data: Any, cache: dict[str, Any] | None = None
+    exp: Experiment,
+    data: Any,
+    cache: dict[str, Any] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> MethodContext:
-    """What builders get: the data, a model builder from ``[model]``, device, seed, a cache."""
+    """What builders get: the data, a model builder from ``[model]``, device, seed, a cache
+    and where to report progress (``say``; default: the ``consortium.progress`` log)."""
     m = exp.model
 
     def model_fn() -> Any:
-        return build_model(m.name, data.input_shape, data.num_classes, **m.options)
+        try:
+            return build_model(m.name, data.input_shape, data.num_classes, **m.options)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, RuntimeError) as err:  # options the model refuses
+            raise ConfigError(f"model: {err}") from None
 
-    return MethodContext(data, model_fn, exp.device, exp.seed, {} if cache is None else cache)
+    ctx = MethodContext(data, model_fn, exp.device, exp.seed, {} if cache is None else cache)
+    if say is not None:
+        ctx.say = say
+    return ctx
 
 
 def make_grid(exp: Experiment, app: ClientApp, data: Any) -> Grid:

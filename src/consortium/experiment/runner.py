@@ -14,29 +14,40 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 from rich.console import Console
+from rich.markup import escape
 
 from consortium.algorithms.registry import get_method
 from consortium.config import ConfigError
-from consortium.core.run import RoundCallback, RunResult, load_checkpoint
-from consortium.core.rundir import RunDirLock, claim_run_dir
-from consortium.data.registry import build_data
+from consortium.core.run import MODEL, RoundCallback, RunResult, RunStopped, load_checkpoint
+from consortium.core.rundir import (
+    RunDirLock,
+    check_run_dir,
+    claim_run_dir,
+    discard_untrained,
+    writing,
+)
 from consortium.experiment.actions import run_action
+from consortium.experiment.checks import Prepared, prepare_experiment
 from consortium.experiment.config import Experiment
-from consortium.experiment.execution import execute, method_context
+from consortium.experiment.execution import execute
 from consortium.report import family_report, write_report
 
 
 @dataclass
 class ExperimentResult:
+    """What an experiment ran: results and summaries of the methods that finished, and why
+    the others stopped (``stopped``, by method)."""
+
     run_dir: Path
     results: dict[str, RunResult]
     summaries: dict[str, dict[str, Any]]
+    stopped: dict[str, str] = field(default_factory=dict)
 
 
 MAX_MEMBERS_PRINTED = 30
@@ -56,10 +67,15 @@ def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -
                 raise ConfigError(
                     f"{out}: --resume with a configuration that differs from the saved one"
                 )
-        (out / "config.toml").write_text(tomli_w.dumps(exp.to_toml_dict()))
-        (out / "config.json").write_text(json.dumps(exp.to_toml_dict(), indent=2))
+        for name, text in (
+            ("config.toml", tomli_w.dumps(exp.to_toml_dict())),
+            ("config.json", json.dumps(exp.to_toml_dict(), indent=2)),
+        ):
+            with writing(out / name):
+                (out / name).write_text(text)
     except BaseException:
         lock.release()
+        discard_untrained(lock)
         raise
     return lock
 
@@ -75,6 +91,26 @@ def write_family_reports(methods: Iterable[str], run_dir: Path) -> None:
             family_report(report, run_dir)
 
 
+def check_experiment(
+    exp: Experiment,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> tuple[Path, Prepared]:
+    """Everything :func:`run_experiment` checks before it makes the run folder (the folder
+    can be made and written, then :func:`~consortium.experiment.checks.prepare_experiment`);
+    makes nothing. Returns the run folder and the prepared experiment; notes are printed."""
+    console = console or Console()
+    run_dir = Path(out) if out is not None else Path(exp.output_dir) / exp.name
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    ready = prepare_experiment(exp, say=lambda text: console.print(escape(text)))
+    for note in ready.notes:
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+    return run_dir, ready
+
+
 def run_experiment(
     exp: Experiment,
     out: str | Path | None = None,
@@ -86,49 +122,93 @@ def run_experiment(
     callbacks: Iterable[RoundCallback] = (),
 ) -> ExperimentResult:
     """Run every method of ``exp`` (then its post-hoc actions); returns results and the
-    summaries written to disk. ``callbacks(method, round, metrics)`` see every round."""
+    summaries written to disk. ``callbacks(method, round, metrics)`` see every round.
+
+    Everything that can be checked is checked before the run folder is created
+    (:mod:`consortium.experiment.checks`). A method that stops (:class:`RunStopped`: too few
+    replies, no successful round) does not stop the others; when one did, the report is still
+    written and :class:`ExperimentStopped` is raised at the end. A run that fails before any
+    method saved a checkpoint, or whose methods all stopped without training anything (no
+    successful round, or a set-up short of replies), leaves no run folder behind.
+    """
     console = console or Console()
-    run_dir = Path(out) if out is not None else Path(exp.output_dir) / exp.name
-    with prepare_run_dir(exp, run_dir, resume, overwrite):
-        return _run_methods(exp, run_dir, resume, progress, console, list(callbacks))
+    run_dir, ready = check_experiment(exp, out, resume=resume, overwrite=overwrite, console=console)
+    lock = prepare_run_dir(exp, run_dir, resume, overwrite)
+    try:
+        with lock:
+            result = _run_methods(exp, ready, run_dir, resume, progress, console, list(callbacks))
+    except BaseException:
+        discard_untrained(lock)
+        raise
+    if result.stopped:
+        # Nothing trained (no method finished, none kept a model): the folder holds no more
+        # than the line below says, and must not stand in the way of the corrected run.
+        untrained = not result.results and discard_untrained(lock, keep=MODEL)
+        where = "nothing was trained, nothing was kept" if untrained else f"run folder {run_dir}"
+        first = next(iter(result.stopped.values()))
+        more = f" (and {len(result.stopped) - 1} more)" if len(result.stopped) > 1 else ""
+        names = ", ".join(result.stopped)
+        raise ExperimentStopped(f"{names} stopped: {first}{more}; {where}", result)
+    return result
+
+
+class ExperimentStopped(RunStopped):
+    """Some methods of an experiment stopped (the others ran); ``result`` holds what ran."""
+
+    def __init__(self, message: str, result: ExperimentResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def _run_methods(
     exp: Experiment,
+    ready: Prepared,
     run_dir: Path,
     resume: bool,
     progress: bool,
     console: Console,
     cbs: list[RoundCallback],
 ) -> ExperimentResult:
-    data = build_data(exp.data, exp.seed)
+    data, ctx = ready.data, ready.context
     table = data.report_table()
-    with open(run_dir / "partition.txt", "w") as fh:
+    with writing(run_dir / "partition.txt"), open(run_dir / "partition.txt", "w") as fh:
         Console(file=fh, width=200).print(table)
     if data.num_clients <= MAX_MEMBERS_PRINTED:
         console.print(table)
     else:
         console.print(f"{data.num_clients} members; partition table in {run_dir / 'partition.txt'}")
-    ctx = method_context(exp, data)
     results: dict[str, RunResult] = {}
+    stopped: dict[str, str] = {}
     for name in exp.methods:
         workflow, app = get_method(name).build(ctx, exp.method_options[name])
         method_dir = run_dir / name
         per_method = [lambda r, m, _n=name: [cb(_n, r, m) for cb in cbs]] if cbs else []
-        results[name] = execute(
-            exp,
-            name,
-            workflow,
-            app,
-            data,
-            method_dir,
-            resume=resume and load_checkpoint(method_dir) is not None,
-            progress=progress,
-            description=name,
-            callbacks=per_method,
-        )
+        try:
+            results[name] = execute(
+                exp,
+                name,
+                workflow,
+                app,
+                data,
+                method_dir,
+                resume=resume and load_checkpoint(method_dir) is not None,
+                progress=progress,
+                description=name,
+                callbacks=per_method,
+            )
+        except RunStopped as err:
+            stopped[name] = str(err)
+            console.print(f"[red]{name} stopped:[/red] {escape(str(err))}")
+            continue
+        note = trouble(results[name].summary)
+        if note:
+            console.print(f"[yellow]{name}: {escape(note)}[/yellow]")
     console.print(write_report(run_dir))
-    write_family_reports(exp.methods, run_dir)
+    write_family_reports([m for m in exp.methods if m in results], run_dir)
+    result = ExperimentResult(run_dir, results, {n: r.summary for n, r in results.items()})
+    if stopped:
+        result.stopped = stopped
+        return result  # the post-hoc actions need every method's model
     for name, config in exp.action_options.items():
         run_action(
             exp,
@@ -141,4 +221,20 @@ def _run_methods(
             console=console,
         )
     console.print(f"run folder: {run_dir}")
-    return ExperimentResult(run_dir, results, {n: r.summary for n, r in results.items()})
+    return result
+
+
+def trouble(summary: dict[str, Any]) -> str:
+    """What went wrong in a run that still finished: skipped rounds, failures, rejections
+    (printed without ``-v``, so a run that lost rounds never looks clean)."""
+    parts = []
+    skipped = summary.get("rounds_skipped") or 0
+    if skipped:
+        parts.append(f"{skipped} of {summary.get('rounds')} rounds skipped (too few replies)")
+    for key, what in (
+        ("client_failures", "member failures"),
+        ("replies_rejected", "replies rejected"),
+    ):
+        if summary.get(key):
+            parts.append(f"{summary[key]} {what}")
+    return "; ".join(parts)

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.table import Table
 
+from consortium.core.rundir import writing
 from consortium.report.summary import (
     collect,
     method_dirs,
@@ -62,9 +63,13 @@ def write_report(run_dir: str | Path) -> Table:
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     summaries = collect(run_dir)
     if not summaries:
-        raise FileNotFoundError(f"{run_dir}: no finished method runs (no */summary.json)")
-    (run_dir / "summary.json").write_text(json.dumps(summaries, indent=2))
-    (run_dir / "summary.md").write_text(summary_markdown(summaries))
-    plot_accuracy_per_round(method_dirs(run_dir), summaries, run_dir / "accuracy.png")
-    plot_client_accuracy(summaries, run_dir / "client_accuracy.png")
+        raise FileNotFoundError(f"{run_dir}: no method runs (no */summary.json or */stopped.json)")
+    with writing(run_dir / "summary.json"):
+        (run_dir / "summary.json").write_text(json.dumps(summaries, indent=2))
+    with writing(run_dir / "summary.md"):
+        (run_dir / "summary.md").write_text(summary_markdown(summaries))
+    with writing(run_dir / "accuracy.png"):
+        plot_accuracy_per_round(method_dirs(run_dir), summaries, run_dir / "accuracy.png")
+    with writing(run_dir / "client_accuracy.png"):
+        plot_client_accuracy(summaries, run_dir / "client_accuracy.png")
     return summary_table(summaries, title=run_dir.name)

@@ -1,7 +1,9 @@
 """The comparison table of an experiment: one row per method, read back from its run folder.
 
 Reading from the files (not from memory) means ``consortium report RUN_DIR`` shows exactly
-what a finished, resumed or copied run holds.
+what a finished, resumed or copied run holds. The table tells the truth about each run: how
+many rounds were skipped for too few replies, how many member failures and rejected replies
+there were, and which methods stopped (their ``stopped.json``) and why.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 COLUMNS: list[tuple[str, str]] = [
@@ -17,6 +20,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("mean_client_accuracy", "mean member acc"),
     ("min_client_accuracy", "min member acc"),
     ("rounds", "rounds"),
+    ("rounds_skipped", "skipped"),
     ("wall_time_s", "time (s)"),
     ("bytes_up_total", "MB up"),
     ("bytes_down_total", "MB down"),
@@ -31,10 +35,25 @@ OPTIONAL_COLUMNS: list[tuple[str, str]] = [
 ]
 
 
+#: Shown only when some method did not finish.
+STATUS_COLUMN = ("status", "status")
+
+
 def columns(summaries: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """The table's columns: the fixed ones, after the optional ones some summary holds."""
+    """The table's columns: the fixed ones, after the optional ones some summary holds (and
+    a status column first when some method stopped)."""
     extra = [c for c in OPTIONAL_COLUMNS if any(c[0] in s for s in summaries.values())]
-    return extra + COLUMNS
+    status = [STATUS_COLUMN] if stopped(summaries) else []
+    return status + extra + COLUMNS
+
+
+def stopped(summaries: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Why each method that stopped stopped, by method."""
+    return {
+        name: str(s.get("stop_reason", ""))
+        for name, s in summaries.items()
+        if s.get("status") == "stopped"
+    }
 
 
 def method_dirs(run_dir: Path) -> list[Path]:
@@ -48,16 +67,29 @@ def method_dirs(run_dir: Path) -> list[Path]:
     found = {
         p.name: p
         for p in run_dir.iterdir()
-        if (p / "summary.json").exists() and not (p / "request.json").exists()
+        if _summary_file(p) is not None and not (p / "request.json").exists()
     }
     return [found[m] for m in order if m in found] + sorted(
         p for n, p in found.items() if n not in order
     )
 
 
+def _summary_file(method_dir: Path) -> Path | None:
+    """``summary.json`` of a finished run, else ``stopped.json`` of a stopped one."""
+    for name in ("summary.json", "stopped.json"):
+        if (method_dir / name).is_file():
+            return method_dir / name
+    return None
+
+
 def collect(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Summary of each method, by method name."""
-    return {p.name: json.loads((p / "summary.json").read_text()) for p in method_dirs(run_dir)}
+    """Summary of each method (what it holds so far, for one that stopped), by method name."""
+    out = {}
+    for p in method_dirs(run_dir):
+        path = _summary_file(p)
+        assert path is not None
+        out[p.name] = json.loads(path.read_text())
+    return out
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -76,7 +108,9 @@ def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 
 def summary_table(summaries: dict[str, dict[str, Any]], title: str = "") -> Table:
-    table = Table(title=title or None)
+    why = stopped(summaries)
+    caption = "\n".join(f"{name} stopped: {reason}" for name, reason in why.items())
+    table = Table(title=title or None, caption=escape(caption) or None, caption_justify="left")
     table.add_column("method", style="bold")
     for _, label in columns(summaries):
         table.add_column(label, justify="right")
@@ -89,4 +123,8 @@ def summary_markdown(summaries: dict[str, dict[str, Any]]) -> str:
     header = ["method"] + [label for _, label in columns(summaries)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(summaries)]
+    why = stopped(summaries)
+    if why:
+        lines.append("")
+        lines += [f"* {name} stopped: {reason}" for name, reason in why.items()]
     return "\n".join(lines) + "\n"

@@ -86,8 +86,12 @@ class LocalRuntime(Grid):
         replies: dict[int, Any] = {}
         failures: dict[int, str] = {}
         for cid in sorted(messages):
+            self._report_progress(len(replies) + len(failures), len(messages))
             if self.failure_rate > 0:
-                draw = rng_for(self.seed, "dropout", self.round, self._exchanges, cid).random()
+                # A retried phase draws afresh (attempt 0 keeps the draws of earlier versions).
+                again = ("attempt", self.attempt) if self.attempt else ()
+                rng = rng_for(self.seed, "dropout", self.round, self._exchanges, cid, *again)
+                draw = rng.random()
                 if draw < self.failure_rate:
                     failures[cid] = "simulated dropout"
                     continue
@@ -105,6 +109,7 @@ class LocalRuntime(Grid):
                 with guard:
                     replies[cid] = self.app.handle(_own_copy(messages[cid]), ctx)
             except BaseException as err:  # a crashing member must not end the run ...
+                guard.restore()  # (again: a timeout may have cut the with statement short)
                 if guard.interrupted:  # ... but the user's Ctrl-C must
                     raise
                 log.debug("member %d raised", cid, exc_info=True)
@@ -127,8 +132,8 @@ class LocalRuntime(Grid):
             return self.data_size(client_id)
         return held_examples(self.client_data(client_id))
 
-    def start_round(self, rnd: int) -> None:
-        super().start_round(rnd)
+    def start_round(self, rnd: int, attempt: int = 0) -> None:
+        super().start_round(rnd, attempt)
         self._exchanges = 0
 
     def client_state(self, cid: int) -> dict[str, Any]:
@@ -146,7 +151,11 @@ class _Guard:
     """Around one handler call: notes a real SIGINT and arms the member timer.
 
     Signal handlers can only be set in the main thread; elsewhere the guard does nothing
-    (the caller then discards a reply that came too late).
+    (the caller then discards a reply that came too late). :meth:`restore` puts the
+    handlers and any outer timer back; it is idempotent, and the runtime calls it again
+    after a failed member, because a timer shorter than the set-up itself can fire inside
+    ``__enter__`` or ``__exit__`` (``member_timeout = 1e-9``), where the ``with`` statement
+    would not restore anything.
     """
 
     def __init__(self, timeout: float | None) -> None:
@@ -154,40 +163,60 @@ class _Guard:
         self.interrupted = False
         self._active = threading.current_thread() is threading.main_thread()
         self._timer = self._active and timeout is not None and hasattr(signal, "setitimer")
+        self._armed = False
+        self._saved: dict[str, Any] = {}
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.interrupted = True
-        if callable(self._sigint):
-            self._sigint(signum, frame)
+        sigint = self._saved.get("sigint")
+        if callable(sigint):
+            sigint(signum, frame)
         else:
             raise KeyboardInterrupt
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if self._armed:  # a late signal, after the handler returned, interrupts nothing
+            raise MemberTimeout
 
     def __enter__(self) -> _Guard:
         if not self._active:
             return self
-        self._sigint = signal.getsignal(signal.SIGINT)
-        if self._sigint is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, self._on_sigint)
-        if self._timer:
-            assert self.timeout is not None
-            self._alarm = signal.signal(signal.SIGALRM, _on_timeout)
-            self._start = time.monotonic()
-            # Fires again every 0.5 s: a handler that swallows one timeout gets the next.
-            self._outer = signal.setitimer(signal.ITIMER_REAL, self.timeout, 0.5)
+        try:
+            sigint = signal.getsignal(signal.SIGINT)
+            self._saved["sigint"] = sigint
+            if sigint is not signal.SIG_IGN:
+                signal.signal(signal.SIGINT, self._on_sigint)
+            if self._timer:
+                assert self.timeout is not None
+                self._saved["outer"] = signal.getitimer(signal.ITIMER_REAL)
+                self._saved["alarm"] = signal.signal(signal.SIGALRM, self._on_alarm)
+                self._start = time.monotonic()
+                self._armed = True
+                # Fires again every 0.5 s: a handler that swallows one timeout gets the next.
+                signal.setitimer(signal.ITIMER_REAL, self.timeout, 0.5)
+        except BaseException:
+            self.restore()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._active:
-            return
-        if self._timer:
+        self.restore()
+
+    def restore(self) -> None:
+        """Disarm, and put back what :meth:`__enter__` replaced (once)."""
+        self._armed = False
+        saved, self._saved = self._saved, {}
+        if "outer" in saved:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self._alarm)
-            delay, interval = self._outer
+        if "alarm" in saved:
+            signal.signal(signal.SIGALRM, saved["alarm"])
+        if "outer" in saved:
+            delay, interval = saved["outer"]
             if delay > 0:  # someone else's timer was running: let it go on
                 left = max(delay - (time.monotonic() - self._start), 1e-3)
                 signal.setitimer(signal.ITIMER_REAL, left, interval)
-        if self._sigint is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, self._sigint)
+        if "sigint" in saved and saved["sigint"] is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, saved["sigint"])
 
 
 class MemberTimeout(BaseException):
@@ -195,10 +224,6 @@ class MemberTimeout(BaseException):
 
     A ``BaseException``, so member code's ``except Exception`` does not swallow it.
     """
-
-
-def _on_timeout(signum: int, frame: Any) -> None:
-    raise MemberTimeout
 
 
 def _reason(err: BaseException, timeout: float | None) -> str:

@@ -18,7 +18,9 @@ from consortium.algorithms.aequa.evaluator import WidthEvaluator
 from consortium.algorithms.aequa.training_time import AequaTrainingTime
 from consortium.algorithms.aequa.workflow import Aequa
 from consortium.algorithms.fairness import builder
-from consortium.algorithms.registry import MethodSpec, register_method
+from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
+from consortium.config import ConfigError
+from consortium.models.slimmable import require_slimmable
 
 __all__ = [
     "Aequa",
@@ -39,6 +41,14 @@ __all__ = [
 ]
 
 
+def needs_slimmable(ctx: MethodContext, options: object) -> None:
+    """Aequa trains one slimmable model: the experiment's ``[model]`` must be one."""
+    try:
+        require_slimmable(ctx.model_fn())
+    except TypeError as err:
+        raise ConfigError(f"model.name: Aequa needs a slimmable model: {err}") from None
+
+
 register_method(
     MethodSpec(
         "aequa",
@@ -46,6 +56,7 @@ register_method(
         builder(Aequa, aequa_client_app),
         "Aequa: slimmable model, width rewards allocated after training",
         report="fairness",
+        check=needs_slimmable,
     )
 )
 register_method(
@@ -55,5 +66,6 @@ register_method(
         builder(AequaTrainingTime, aequa_client_app),
         "Aequa with training-time rewards: members train the width they earned",
         report="fairness",
+        check=needs_slimmable,
     )
 )

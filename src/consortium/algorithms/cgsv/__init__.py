@@ -12,7 +12,7 @@ from consortium.algorithms.cgsv.rules import (
 )
 from consortium.algorithms.cgsv.workflow import CGSV
 from consortium.algorithms.fairness import builder, own_model_client_app
-from consortium.algorithms.registry import MethodSpec, register_method
+from consortium.algorithms.registry import MethodSpec, builds_model, register_method
 
 __all__ = [
     "CGSV",
@@ -30,5 +30,6 @@ register_method(
         builder(CGSV, own_model_client_app),
         "CGSV: cosine reputations, masked rewards",
         report="fairness",
+        check=builds_model,
     )
 )

@@ -5,7 +5,12 @@ from __future__ import annotations
 from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.algorithms.fedavg.config import FedAvgConfig, FedProxConfig
 from consortium.algorithms.fedavg.workflow import FedAvg, FedProx
-from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
+from consortium.algorithms.registry import (
+    MethodContext,
+    MethodSpec,
+    builds_model,
+    register_method,
+)
 from consortium.core.client import ClientApp
 
 __all__ = ["FedAvg", "FedAvgConfig", "FedProx", "FedProxConfig"]
@@ -20,10 +25,20 @@ def _build(cls: type[FedAvg]):  # type: ignore[no-untyped-def]
 
 
 register_method(
-    MethodSpec("fedavg", FedAvgConfig, _build(FedAvg), "federated averaging (McMahan et al.)")
+    MethodSpec(
+        "fedavg",
+        FedAvgConfig,
+        _build(FedAvg),
+        "federated averaging (McMahan et al.)",
+        check=builds_model,
+    )
 )
 register_method(
     MethodSpec(
-        "fedprox", FedProxConfig, _build(FedProx), "FedAvg with FedProx's proximal term (Li et al.)"
+        "fedprox",
+        FedProxConfig,
+        _build(FedProx),
+        "FedAvg with FedProx's proximal term (Li et al.)",
+        check=builds_model,
     )
 )

@@ -16,6 +16,13 @@ class FedAvgConfig(FederatedConfig):
 
     weighted: bool = Field(True, description="weight updates by member sample counts")
     evaluate_clients: bool = Field(True, description="final evaluation on every member's test view")
+    server_momentum: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="FedAvgM's server momentum beta (0: plain FedAvg); steadies training when "
+        "members drop out under label skew (docs/experiments.md)",
+    )
 
 
 class FedProxConfig(FedAvgConfig):

@@ -7,7 +7,7 @@ from consortium.algorithms.fairness import builder, own_model_client_app
 from consortium.algorithms.iafl.config import IAFLConfig
 from consortium.algorithms.iafl.rules import average, reward_proportions, reward_set, reward_size
 from consortium.algorithms.iafl.workflow import IAFL
-from consortium.algorithms.registry import MethodSpec, register_method
+from consortium.algorithms.registry import MethodSpec, builds_model, register_method
 
 __all__ = ["IAFL", "IAFLConfig", "average", "reward_proportions", "reward_set", "reward_size"]
 
@@ -18,5 +18,6 @@ register_method(
         builder(IAFL, own_model_client_app),
         "IAFL: shares of others' updates as rewards",
         report="fairness",
+        check=builds_model,
     )
 )

@@ -46,6 +46,11 @@ def _data(ctx: MethodContext) -> MultiTaskData:
     return ctx.data
 
 
+def _needs_tasks(ctx: MethodContext, opts: Any) -> None:
+    """The check before a run: the data holds one task per member."""
+    _data(ctx)
+
+
 def _choose(
     ctx: MethodContext, key: tuple[Any, ...], fit: Callable[..., Any], opts: ValidatedConfig
 ) -> LambdaChoice:
@@ -53,7 +58,7 @@ def _choose(
     full = ("mtl.lambda", *key, tuple(opts.lambda_grid), opts.validation_fraction, ctx.seed)
     if full not in ctx.cache:
         ctx.cache[full] = select_lambda(
-            _data(ctx), fit, opts.lambda_grid, opts.validation_fraction, ctx.seed
+            _data(ctx), fit, opts.lambda_grid, opts.validation_fraction, ctx.seed, ctx.say
         )
     return ctx.cache[full]  # type: ignore[no-any-return]
 
@@ -126,6 +131,7 @@ register_method(
         _build_dmtrl,
         "distributed multi-task relationship learning (primal-dual; α stays at the member)",
         report="mtl",
+        check=_needs_tasks,
     )
 )
 register_method(
@@ -135,6 +141,7 @@ register_method(
         _build_mtrl,
         "MTRL on all tasks' data pooled, solved to high precision (reference)",
         report="mtl",
+        check=_needs_tasks,
     )
 )
 register_method(
@@ -144,6 +151,7 @@ register_method(
         _build_single,
         "every member fits its own ridge / linear SVM alone (multi-task reference)",
         report="mtl",
+        check=_needs_tasks,
     )
 )
 register_method(
@@ -153,5 +161,6 @@ register_method(
         _build_global,
         "one ridge / linear SVM for every task, on the pooled data (multi-task reference)",
         report="mtl",
+        check=_needs_tasks,
     )
 )

@@ -8,6 +8,7 @@ optimises the same objective as centralised MTRL, so it gets the λ that MTRL va
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,17 +54,25 @@ def select_lambda(
     grid: Sequence[float] = DEFAULT_GRID,
     fraction: float = 0.25,
     seed: int = 0,
+    say: Callable[[str], None] | None = None,
 ) -> LambdaChoice:
     """The λ of ``grid`` whose fit on the training part scores best on the validation part.
 
-    ``fit(train_data, lam)`` returns the ``d × m`` task models.
+    ``fit(train_data, lam)`` returns the ``d × m`` task models; ``say`` hears of each fit (on
+    many tasks the selection takes minutes).
     """
     if not grid:
         raise ValueError("the λ grid is empty")
     if any(not lam > 0 for lam in grid):
         raise ValueError(f"every λ of the grid must be > 0, got {list(grid)}")
     val = data.validation_split(fraction, seed)
-    scores = {float(lam): validation_score(val, fit(val, float(lam))) for lam in grid}
+    scores: dict[float, float] = {}
+    start = time.perf_counter()
+    for i, lam in enumerate(grid, 1):
+        if say is not None:
+            took = time.perf_counter() - start
+            say(f"choosing λ by validation: λ = {lam:g} ({i} of {len(grid)}, {took:.0f} s so far)")
+        scores[float(lam)] = validation_score(val, fit(val, float(lam)))
     best = min(scores, key=lambda lam: (scores[lam], -lam))  # ties: the larger λ
     return LambdaChoice(best, scores)
 

@@ -10,7 +10,12 @@ from consortium.algorithms.base.supervised import (
 )
 from consortium.algorithms.reference.centralised import Centralised, CentralisedConfig
 from consortium.algorithms.reference.standalone import Standalone, StandaloneConfig
-from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
+from consortium.algorithms.registry import (
+    MethodContext,
+    MethodSpec,
+    builds_model,
+    register_method,
+)
 from consortium.core.client import ClientApp
 
 __all__ = [
@@ -50,6 +55,7 @@ register_method(
         StandaloneConfig,
         _build_standalone,
         "each member trains alone on its own data",
+        check=builds_model,
     )
 )
 register_method(
@@ -58,5 +64,6 @@ register_method(
         CentralisedConfig,
         _build_centralised,
         "one model on all members' data pooled (reference)",
+        check=builds_model,
     )
 )

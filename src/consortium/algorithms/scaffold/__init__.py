@@ -4,7 +4,12 @@ new method needs."""
 
 from __future__ import annotations
 
-from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
+from consortium.algorithms.registry import (
+    MethodContext,
+    MethodSpec,
+    builds_model,
+    register_method,
+)
 from consortium.algorithms.scaffold.client import add_scaffold_handler, scaffold_client_app
 from consortium.algorithms.scaffold.config import SCAFFOLDConfig
 from consortium.algorithms.scaffold.workflow import SCAFFOLD
@@ -24,5 +29,6 @@ register_method(
         SCAFFOLDConfig,
         _build,
         "SCAFFOLD: control variates correct client drift (Karimireddy et al.)",
+        check=builds_model,
     )
 )

@@ -62,5 +62,6 @@ register_action(
         overrides=_action.overrides,
         report="unlearn",
         hint="say what to forget: --class, --client or --samples",
+        precheck=_action.precheck,
     )
 )

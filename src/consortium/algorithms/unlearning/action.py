@@ -61,6 +61,16 @@ def check(run_dir: Path, cfg: UnlearnConfig) -> None:
         raise ConfigError(f"{model_file}: no saved model (did the {cfg.source!r} run finish?)")
 
 
+def precheck(ctx: MethodContext, cfg: UnlearnConfig, methods: list[str]) -> None:
+    """Refuse, before the experiment trains, a request its data or methods cannot serve."""
+    if cfg.source not in methods:
+        raise ConfigError(f"unlearn.source: {cfg.source!r} is not a method of the experiment")
+    if cfg.class_id is not None and cfg.class_id >= ctx.data.num_classes:
+        raise ConfigError(f"unlearn.class_id: no class {cfg.class_id} in the data")
+    if cfg.client_id is not None and cfg.client_id >= ctx.data.num_clients:
+        raise ConfigError(f"unlearn.client_id: no member {cfg.client_id}")
+
+
 def client_app(ctx: MethodContext, cfg: UnlearnConfig) -> ClientApp:
     """Members of every unlearning method and baseline."""
     app = standalone_client_app(ctx.model_fn, ctx.device)
@@ -155,6 +165,8 @@ def run(ctx: ActionContext, cfg: UnlearnConfig, dest: Path, resume: bool) -> dic
     except RuntimeError as err:
         raise ConfigError(f"{model_file} does not fit the experiment's model: {err}") from None
     ctx.say(f"unlearning {request.tag} from {model_file}")
+    if cfg.shadow_attack:
+        ctx.say("fitting the shadow model of the membership attack (one small training run)")
     auditor = _auditor(ctx, request, cfg.shadow_attack)
     summaries: dict[str, dict[str, Any]] = {"original": auditor(weights)}
     app = client_app(ctx, cfg)

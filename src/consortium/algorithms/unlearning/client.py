@@ -30,8 +30,13 @@ PRUNE = "prune/"
 
 
 def split_prefixed(arrays: Arrays, prefix: str) -> tuple[Arrays, Arrays]:
-    """(arrays without the prefix, prefixed arrays with the prefix stripped)."""
-    plain = {k: v for k, v in arrays.items() if not k.startswith(prefix) and "/" not in k}
+    """(arrays without the prefix, prefixed arrays with the prefix stripped); the request's
+    own arrays (``forget_ids``) are in neither."""
+    plain = {
+        k: v
+        for k, v in arrays.items()
+        if not k.startswith(prefix) and "/" not in k and k != "forget_ids"
+    }
     tagged = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     return plain, tagged
 

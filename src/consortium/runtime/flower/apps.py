@@ -22,7 +22,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from logging import INFO
+from logging import ERROR, INFO
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from flwr.serverapp import Grid as FlowerNativeGrid
 from flwr.serverapp import ServerApp
 
 from consortium.core.client import ClientApp, ClientContext
-from consortium.core.run import RunResult, run_workflow
+from consortium.core.run import RunResult, RunStopped, run_workflow
 from consortium.core.workflow import Workflow
 from consortium.runtime.flower.grid import FlowerGrid
 from consortium.runtime.flower.records import (
@@ -110,12 +110,16 @@ ServerRunFactory = Callable[[AppSettings], ServerRun]
 
 
 def flower_server_app(
-    build: ServerRunFactory, on_result: Callable[[RunResult], None] | None = None
+    build: ServerRunFactory,
+    on_result: Callable[[RunResult], None] | None = None,
+    on_stop: Callable[[RunStopped], None] | None = None,
 ) -> ServerApp:
     """A Flower ``ServerApp`` that runs the workflow ``build(settings)`` returns.
 
     ``on_result`` receives the :class:`~consortium.core.run.RunResult` (in simulation the
-    caller collects it there; in a deployment the run folder holds it).
+    caller collects it there; in a deployment the run folder holds it); ``on_stop`` the
+    :class:`~consortium.core.run.RunStopped` of a run that stopped (logged either way; its
+    ``stopped.json`` is in the run folder).
     """
     app = ServerApp()
 
@@ -138,15 +142,22 @@ def flower_server_app(
             data_sizes=run.data_sizes,
         )
         consortium_grid.connect()
-        result = run_workflow(
-            run.workflow,
-            consortium_grid,
-            run_dir=run.run_dir,
-            resume=run.resume,
-            progress=run.progress,
-            description=run.description,
-            callbacks=[_log_round],
-        )
+        try:
+            result = run_workflow(
+                run.workflow,
+                consortium_grid,
+                run_dir=run.run_dir,
+                resume=run.resume,
+                progress=run.progress,
+                description=run.description,
+                callbacks=[_log_round],
+            )
+        except RunStopped as err:
+            flwr_log(ERROR, "[consortium] %s stopped: %s", run.workflow.name, err)
+            if on_stop is None:
+                raise
+            on_stop(err)
+            return
         flwr_log(INFO, "[consortium] %s finished: %s", run.workflow.name, _brief(result.summary))
         if on_result is not None:
             on_result(result)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from consortium.core.run import RunResult
+from consortium.core.run import RunResult, RunStopped
 from consortium.core.workflow import Workflow
 from consortium.runtime.flower.apps import (
     AppSettings,
@@ -112,7 +112,8 @@ def run_on_flower_simulation(
     # deployed member process imports this package.
     from flwr.simulation import run_simulation
 
-    server = flower_server_app(build, on_result=results.append)
+    stops: list[RunStopped] = []
+    server = flower_server_app(build, on_result=results.append, on_stop=stops.append)
     client = flower_client_app(_WithRunConfig(member_factory, config) if config else member_factory)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     run_simulation(
@@ -121,6 +122,8 @@ def run_on_flower_simulation(
         num_supernodes=num_clients,
         backend_config=dict(backend_config or simulation_backend_config()),
     )
+    if stops:  # the workflow stopped cleanly (too few replies): say so, as in process
+        raise stops[0]
     if not results:
         raise RuntimeError("the Flower simulation ended without a result (see its log above)")
     return results[0]
