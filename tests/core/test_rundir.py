@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from consortium.core import ClientApp, Workflow, run_workflow
+from consortium.core import ClientApp, Workflow, run_workflow, rundir
 from consortium.core.rundir import (
     LOCK,
     MARKER,
     RunDirError,
+    check_run_dir,
     check_run_name,
     claim_run_dir,
     is_marked,
@@ -238,3 +245,202 @@ def test_a_claim_is_kept_once_something_trained_or_when_it_resumed(tmp_path):
     lock = claim_run_dir(run, resume=True)  # an earlier run's folder: never ours to discard
     lock.release()
     assert not lock.fresh and not discard_untrained(lock) and (run / "fedavg").exists()
+
+
+# -- the exact reasons, the marker, the lock file and the claim's flags ---------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "run name must not be empty"),
+        ("  ", "run name must not be empty"),
+        (None, "run name must not be empty"),
+        ("..", "run name '..' names a folder, not a run: choose a plain name"),
+        ("a/b", "run name 'a/b' must be a plain name, without path separators"),
+    ],
+)
+def test_a_refused_name_says_why(name, reason):
+    with pytest.raises(RunDirError, match=f"^{re.escape(reason)}$"):
+        check_run_name(name)
+    with pytest.raises(RunDirError, match=f"^{re.escape(reason.replace('run', 'method', 1))}$"):
+        check_run_name(name, "method name")
+
+
+def test_a_claimed_folder_holds_the_marker_and_a_lock_naming_this_process(tmp_path):
+    run = tmp_path / "a" / "run"
+    with claim_run_dir(str(run)) as lock:
+        assert lock.path == run and lock.held and lock.created and lock.fresh
+        assert (run / MARKER).read_text() == '{"consortium": "run folder"}\n'
+        assert json.loads((run / LOCK).read_text()) == {"pid": os.getpid()}
+    assert not lock.held
+    with lock_run_dir(str(run)) as again:
+        assert again.path == run and again.held
+
+
+def test_the_lock_file_is_readable_by_others_and_written_only_by_its_owner(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with lock_run_dir(tmp_path):
+            assert stat.S_IMODE((tmp_path / LOCK).stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def _held_here(folder: Path, content: str) -> int:
+    """Hold ``folder``'s lock through a second open file of this process (flock locks belong
+    to the open file, so this process's own claim is refused as another process's would be)."""
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.write(fd, content.encode())
+    return fd
+
+
+@pytest.mark.parametrize(
+    ("content", "holder"), [('{"pid": 4321}', " (process 4321)"), ("", ""), ("garbage", "")]
+)
+def test_a_held_folder_names_its_holder_when_the_lock_file_says(tmp_path, content, holder):
+    fd = _held_here(tmp_path, content)
+    try:
+        reason = f"{tmp_path} is in use by a live run{holder}: wait for it to end or stop it"
+        with pytest.raises(RunDirError, match=f"^{re.escape(reason)}$"):
+            lock_run_dir(tmp_path)
+    finally:
+        os.close(fd)
+
+
+def test_a_nested_lock_file_that_cannot_be_opened_does_not_end_the_search(tmp_path):
+    outer = tmp_path / "experiment"
+    with claim_run_dir(outer):
+        (outer / "a" / LOCK).mkdir(parents=True)  # found first, and cannot be opened
+        (outer / "a" / "b").mkdir()
+    fd = _held_here(outer / "a" / "b", "")
+    try:
+        with pytest.raises(RunDirError, match=f"^{re.escape(str(outer / 'a' / 'b'))} is in use"):
+            claim_run_dir(outer, overwrite=True)
+    finally:
+        os.close(fd)
+    assert (outer / "a" / "b").is_dir()
+
+
+def test_the_refusal_names_what_the_folder_holds(tmp_path):
+    (tmp_path / "x").write_text("someone's")
+    start_over = ": pass --resume or --overwrite (to continue it or to start over)"
+    with pytest.raises(RunDirError, match=f"^{re.escape(f'{tmp_path} already holds a run')}"):
+        claim_run_dir(tmp_path)
+    with pytest.raises(RunDirError, match=f"{re.escape(start_over)}$"):
+        check_run_dir(tmp_path)
+    with pytest.raises(RunDirError, match="already holds unlearning results: pass"):
+        claim_run_dir(tmp_path, what="unlearning results")
+    for flag, verb in (("resume", "resume"), ("overwrite", "delete")):
+        reason = (
+            f"{tmp_path} was not created by consortium (no {MARKER} marker): refusing to "
+            f"{verb} it; choose another folder"
+        )
+        with pytest.raises(RunDirError, match=f"^{re.escape(reason)}$"):
+            claim_run_dir(tmp_path, **{flag: True})
+
+
+def test_resume_wins_over_overwrite_and_only_a_start_over_is_fresh(tmp_path):
+    run = tmp_path / "run"
+    with claim_run_dir(run):
+        (run / "checkpoint.npz").write_text("x")
+    with claim_run_dir(run, resume=True, overwrite=True) as lock:
+        assert (run / "checkpoint.npz").exists() and not lock.fresh and not lock.created
+    with claim_run_dir(run, resume=True) as lock:
+        assert not lock.fresh
+    with claim_run_dir(run, overwrite=True) as lock:
+        assert not (run / "checkpoint.npz").exists() and lock.fresh and not lock.created
+
+
+def test_a_marker_that_cannot_be_written_is_an_os_error_naming_it(tmp_path, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # no file name, like a flush
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as caught:
+        claim_run_dir(tmp_path / "run")
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename == str(tmp_path / "run" / MARKER)
+    monkeypatch.undo()
+    with lock_run_dir(tmp_path / "run"):  # the failed claim let go of its lock
+        pass
+
+
+def test_without_os_locks_folders_are_still_checked_and_marked(tmp_path, monkeypatch):
+    """Where ``fcntl`` is missing (Windows), claims work and release, but do not exclude."""
+    monkeypatch.setattr(rundir, "fcntl", None)
+    run = tmp_path / "run"
+    with claim_run_dir(run) as lock:
+        assert lock.held and lock.path == run and is_marked(run)
+        (run / "sub").mkdir()
+        (run / "sub" / LOCK).write_text("")
+        with lock_run_dir(run) as second:
+            assert second.held and second.path == run
+    assert not lock.held
+    with claim_run_dir(run, overwrite=True):
+        assert not (run / "sub").exists()
+
+
+def test_the_os_error_of_an_unusable_folder_says_why(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError) as caught:
+        check_run_dir(tmp_path / "file" / "run")
+    assert caught.value.strerror == os.strerror(errno.ENOTDIR)
+    # writable but not enterable: neither is enough alone
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: not mode & os.X_OK if p == tmp_path else real_access(p, mode)
+    )
+    with pytest.raises(OSError) as caught:
+        check_run_dir(tmp_path / "run")
+    assert caught.value.errno == errno.EACCES and caught.value.strerror == os.strerror(errno.EACCES)
+    # on a read-only file system
+    read_only = SimpleNamespace(f_flag=os.ST_RDONLY)
+    monkeypatch.setattr(os, "statvfs", lambda p: read_only)
+    with pytest.raises(OSError) as caught:
+        check_run_dir(tmp_path / "run")
+    assert caught.value.errno == errno.EROFS and caught.value.filename == str(tmp_path)
+
+
+def _stuck(monkeypatch, name: str, error: type[OSError]) -> None:
+    """Make removing files called ``name`` fail with ``error`` (a file another user owns, or
+    one another process removed first)."""
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if os.path.basename(path) == name:
+            raise error(errno.EPERM if error is PermissionError else errno.ENOENT, name)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+
+
+def test_discarding_is_best_effort_and_never_raises(tmp_path, monkeypatch):
+    from consortium.core.rundir import discard_untrained
+
+    made = tmp_path / "made"
+    lock = claim_run_dir(made)
+    (made / "sub").mkdir()
+    (made / "sub" / "stuck").write_text("")
+    lock.release()
+    _stuck(monkeypatch, "stuck", PermissionError)
+    assert discard_untrained(lock)
+    assert (made / "sub" / "stuck").exists() and not (made / MARKER).exists()
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    lock = claim_run_dir(mine)
+    (mine / "sub").mkdir()
+    (mine / "sub" / "stuck").write_text("")
+    (mine / "done").mkdir()
+    (mine / "done" / "f").write_text("")
+    os.symlink(tmp_path / "elsewhere", mine / "link")
+    (mine / "gone").write_text("")
+    lock.release()
+    _stuck(monkeypatch, "gone", FileNotFoundError)
+    assert discard_untrained(lock)
+    assert sorted(p.name for p in mine.iterdir()) == ["gone", "sub"]  # the two that failed
+    assert (tmp_path / "elsewhere").is_dir()  # the link went, never what it points at

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -153,3 +155,68 @@ def test_nbytes_counts_payload():
     msg = good()
     assert msg.nbytes >= REF["w"].nbytes + REF["b"].nbytes
     assert Message("x").nbytes < 16
+
+
+# -- names, structure, sample counts and config: each rejection says which part failed -------
+
+
+@pytest.mark.parametrize(
+    ("part", "reason"),
+    [
+        ("metrics", r"^metric name 1 is a int, not a string$"),
+        ("config", r"^config name 1 is a int, not a string$"),
+        ("arrays", r"^array name 1 is a int, not a string$"),
+    ],
+)
+def test_a_name_that_is_not_a_string_is_rejected_naming_the_part(part, reason):
+    msg = good()
+    value = {"metrics": 1.0, "config": 1.0, "arrays": np.zeros(1, np.float32)}[part]
+    getattr(msg, part)[1] = value
+    with pytest.raises(InvalidReply, match=reason):
+        check_message(msg, "train")
+
+
+@pytest.mark.parametrize("part", ["arrays", "config", "metrics"])
+def test_a_part_that_is_not_a_dict_is_rejected_naming_its_type(part):
+    msg = good()
+    setattr(msg, part, [("a", 1.0)])
+    with pytest.raises(InvalidReply, match=rf"^reply {part} is a list$"):
+        check_message(msg, "train")
+
+
+def test_sample_counts_lie_in_zero_to_max_count_inclusive():
+    from consortium.core.validation import MAX_COUNT, SAMPLE_COUNTS
+
+    for name in SAMPLE_COUNTS:
+        for ok in (0, 0.0, 1, MAX_COUNT):
+            check_message(Message("train", metrics={name: ok}), "train")
+        for bad in (-1, -0.5, MAX_COUNT * 2):
+            reason = re.escape(f"metric '{name}' = {float(bad)!r} is not a sample count")
+            with pytest.raises(InvalidReply, match=f"^{reason}$"):
+                check_message(Message("train", metrics={name: bad}), "train")
+    # the bounds hold only for counts: another metric may be negative or huge
+    check_message(Message("train", metrics={"loss": -1.0, "score": MAX_COUNT * 2}), "train")
+
+
+def test_config_of_plain_finite_scalars_passes():
+    msg = good()
+    msg.config.update({"flag": True, "epochs": 2, "lr": 0.1, "zero": 0.0, "name": "fedavg"})
+    check_message(msg, "train")
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ([0.1], r"^config 'lr' is a list, not a scalar$"),
+        (None, r"^config 'lr' is a NoneType, not a scalar$"),
+        (b"x", r"^config 'lr' is a bytes, not a scalar$"),
+        (np.float64(0.1), r"^config 'lr' is a float64, not a scalar$"),
+        (float("nan"), r"^config 'lr' is not finite: nan$"),
+        (float("-inf"), r"^config 'lr' is not finite: -inf$"),
+    ],
+)
+def test_config_that_is_not_a_finite_scalar_is_rejected(setting, reason):
+    msg = good()
+    msg.config["lr"] = setting
+    with pytest.raises(InvalidReply, match=reason):
+        check_message(msg, "train")
