@@ -103,10 +103,11 @@ def load_equivalents() -> list[dict[str, str]]:
 
 
 def _matches(entry: dict[str, str], m: Mutant) -> bool:
+    to = entry["to"].strip()
     return (
         m.function == entry["function"]
         and entry["from"].strip() in m.removed
-        and entry["to"].strip() in m.added
+        and (to in m.added if to else not m.added)  # "": the mutant only deletes the line
         and entry.get("near", "") in m.diff  # tells apart twin lines of one function
     )
 

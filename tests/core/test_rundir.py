@@ -444,3 +444,14 @@ def test_discarding_is_best_effort_and_never_raises(tmp_path, monkeypatch):
     assert discard_untrained(lock)
     assert sorted(p.name for p in mine.iterdir()) == ["gone", "sub"]  # the two that failed
     assert (tmp_path / "elsewhere").is_dir()  # the link went, never what it points at
+
+
+def test_a_bare_lock_is_no_claim_and_is_never_discarded(tmp_path):
+    """``created`` and ``fresh`` describe a claim; a folder only locked keeps its contents."""
+    from consortium.core.rundir import discard_untrained
+
+    (tmp_path / "results.json").write_text("{}")
+    lock = lock_run_dir(tmp_path)
+    assert lock.created is False and lock.fresh is False
+    lock.release()
+    assert not discard_untrained(lock) and (tmp_path / "results.json").exists()
