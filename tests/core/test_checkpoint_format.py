@@ -71,8 +71,7 @@ def test_keys_that_look_like_tags_round_trip(tmp_path, state):
 
 
 def test_sets_are_written_sorted_so_equal_states_give_equal_files(tmp_path):
-    # {8, 1} iterates as 8, 1 (its hash table order); the file must not depend on that order
-    assert list({8, 1}) == [8, 1]
+    # CPython iterates {8, 1} as 8, 1 (its hash table order); the file must not depend on it
     assert encode_tree({8, 1})[0] == {"$set": [1, 8]}
     assert encode_tree(frozenset({"b", "a", "c"}))[0] == {"$frozenset": ["a", "b", "c"]}
     save_checkpoint(tmp_path / "a.npz", {"s": {8, 1}})
