@@ -42,14 +42,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from consortium.algorithms.registry import ActionContext, get_action
 from consortium.algorithms.unlearning import UnlearnConfig
-from consortium.algorithms.unlearning.action import build_unlearning
 from consortium.config import ConfigError
 from consortium.data import DatasetNotFoundError, build_data
 from consortium.experiment.actions import run_action
 from consortium.experiment.config import Experiment, apply_overrides, build_experiment
-from consortium.experiment.execution import execute, method_context
 from consortium.experiment.runner import run_experiment
 
 #: The target of issue #13, checked for these methods.
@@ -102,27 +99,24 @@ def original_experiment(args: argparse.Namespace, partition: str, seed: int) -> 
 
 
 def time_again(exp: Any, run_dir: Path, cfg: UnlearnConfig, name: str, repeats: int) -> list[float]:
-    """CPU seconds of ``repeats`` more runs of one method (no files, no verification)."""
-    data = build_data(exp.data, exp.seed)
-    base = method_context(exp, data)
-    ctx = ActionContext(
-        base.data,
-        base.model_fn,
-        base.device,
-        base.seed,
-        run_dir=run_dir,
-        train=exp.train,
-        rounds=exp.federation.rounds,
+    """CPU seconds of ``repeats`` more runs of one method (into a scratch folder, with the
+    verification that costs a training run or more switched off)."""
+    quick = cfg.model_copy(
+        update={"methods": [name], "relearn_rounds": 0, "shadow_attack": False, "inversion": False}
     )
-    spec = get_action("unlearn")
-    app = spec.client_app(ctx, cfg)
-    with np.load(run_dir / cfg.source / "model.npz") as saved:
-        weights = {k: saved[k] for k in saved.files}
     out = []
-    for _ in range(repeats):
-        workflow = build_unlearning(name, ctx, cfg, weights)
-        result = execute(exp, "action:unlearn", workflow, app, data, None, progress=False)
-        out.append(float(result.summary["cpu_time_s"]))
+    for i in range(repeats):
+        summaries = run_action(
+            exp,
+            "unlearn",
+            run_dir,
+            quick,
+            out=run_dir / "timing" / f"{name}-{i}",
+            overwrite=True,
+            progress=False,
+            console=Console(quiet=True),
+        )
+        out.append(float(summaries[name]["cpu_time_s"]))
     return out
 
 

@@ -313,18 +313,26 @@ def test_only_members_holding_forget_data_fine_tune(trained):
     assert {c for kind, c, _ in grid.log if kind == "unlearn_train"} == {2}
 
 
+def member_losses(trained, member):
+    """(the trained model, its mean loss on the member's held-out samples, the member's
+    training indices, its loss on each)."""
+    data, model_fn, weights = trained
+    model = model_fn()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    held = member.test_indices
+    held_loss = float(sample_outputs(model, data.pool_x[held], data.pool_y[held])[0].mean())
+    own = member.train_indices
+    losses, _ = sample_outputs(model, data.pool_x[own], data.pool_y[own])
+    return model, held_loss, own, losses
+
+
 def test_a_members_samples_are_forgotten_to_the_level_of_unseen_samples(trained):
     """A samples request stops where a model that never saw them would be: their loss at the
     member's held-out loss under the original model, not driven to misclassification (which
     would single them out)."""
     data, model_fn, weights = trained
     member = data.client(1)
-    before = model_fn()
-    before.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-    held = member.test_indices
-    held_loss = float(sample_outputs(before, data.pool_x[held], data.pool_y[held])[0].mean())
-    own = member.train_indices
-    losses, _ = sample_outputs(before, data.pool_x[own], data.pool_y[own])
+    before, held_loss, own, losses = member_losses(trained, member)
     # Samples the model has learned (below the held-out loss): there is something to forget.
     ids = tuple(int(i) for i in own[losses < held_loss][:40])
     request = UnlearningRequest("samples", client_id=1, sample_ids=ids)
@@ -349,13 +357,7 @@ def test_samples_that_already_look_unseen_are_left_alone(trained):
     """Samples whose loss is already at the member's held-out level need no step: the model
     comes back unchanged, at no fine-tuning cost."""
     data, model_fn, weights = trained
-    member = data.client(1)
-    model = model_fn()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-    held = member.test_indices
-    held_loss = float(sample_outputs(model, data.pool_x[held], data.pool_y[held])[0].mean())
-    own = member.train_indices
-    losses, _ = sample_outputs(model, data.pool_x[own], data.pool_y[own])
+    _, held_loss, own, losses = member_losses(trained, data.client(1))
     ids = tuple(int(i) for i in own[np.argsort(-losses)][:5])  # its hardest samples
     assert losses[np.argsort(-losses)][:5].mean() >= held_loss
     request = UnlearningRequest("samples", client_id=1, sample_ids=ids)
