@@ -132,15 +132,17 @@ def plot_unlearning(summaries: dict[str, dict[str, Any]], out: Path) -> Path | N
         rounds.append(np.nan if "relearn_max" not in s else (top + 1 if r is None else r))
     bars = ax_r.bar(x, rounds, color="tab:gray")
     for bar, r in zip(bars, rounds, strict=True):
+        if np.isnan(r):
+            continue
         if r == top + 1:
             bar.set_hatch("//")
-            ax_r.annotate(
-                f">{top}",
-                (bar.get_x() + bar.get_width() / 2, r),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
+        ax_r.annotate(  # every bar labelled: 0 rounds (never forgot) draws no bar
+            f">{top}" if r == top + 1 else f"{int(r)}",
+            (bar.get_x() + bar.get_width() / 2, r),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax_r.set_xticks(x)
     ax_r.set_xticklabels(methods, rotation=25, ha="right")
     ax_r.set_ylabel("relearn rounds")
