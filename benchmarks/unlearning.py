@@ -273,7 +273,7 @@ def report(rows: list[dict], args: argparse.Namespace, console: Console) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--dataset", default="digits", choices=["digits", "fashion_mnist"])
     p.add_argument("--partitions", default=None, help="fashion_mnist: iid,dirichlet")
     p.add_argument("--classes", default="0,3,7")
