@@ -180,7 +180,8 @@ def run_partition(args: argparse.Namespace, partition: str, console: Console) ->
                     for key in ("retain_test_accuracy", "member_retain_accuracy")
                 }
                 row = {"partition": partition, "request": label, "kind": fields["kind"]}
-                ROWS.append({**row, "seed": seed, "method": name, **refs, **s})
+                # (The summary's own "request" is the folder tag: the label wins.)
+                ROWS.append({**s, **refs, **row, "seed": seed, "method": name})
             took = time.perf_counter() - t0
             console.print(f"{partition}, {label}, seed {seed}: {took:.0f} s")
             (args.out / "rows.json").write_text(json.dumps(ROWS, indent=1, default=float))
@@ -310,7 +311,7 @@ def main() -> None:
     )
     args.out = args.out or Path(tempfile.mkdtemp(prefix=f"unlearning-{args.dataset}-"))
     args.out.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=max(Console().width, 160))  # the tables have 11 columns
     console.print(f"results under {args.out}")
     if (args.out / "rows.json").exists():  # an earlier, partial run: its rows are kept
         ROWS.extend(json.loads((args.out / "rows.json").read_text()))
