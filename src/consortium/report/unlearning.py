@@ -26,18 +26,24 @@ COLUMNS = [
     ("forget_test_accuracy", "forget test acc"),
     ("retain_test_accuracy", "retain test acc"),
     ("test_accuracy", "test acc"),
-    ("mia_loss_threshold", "MIA loss"),
+    ("mia_loss", "MIA loss"),
     ("mia_shadow", "MIA shadow"),
+    ("mia_auc", "MIA AUC"),
+    ("mia_auc_gap", "AUC gap"),
+    ("divergence", "JS to retrain"),
+    ("inversion_forget", "inversion"),
+    ("relearn_rounds", "relearn"),
     ("wall_time_s", "time (s)"),
     ("time_vs_retrain", "time / retrain"),
     ("cpu_vs_retrain", "CPU / retrain"),
     ("bytes_up_total", "MB up"),
-    ("bytes_down_total", "MB down"),
     ("parameters_touched", "params changed"),
 ]
 
 
-def _cell(key: str, v: Any) -> str:
+def _cell(key: str, v: Any, s: dict[str, Any] | None = None) -> str:
+    if key == "relearn_rounds" and s is not None and "relearn_max" in s and v is None:
+        return f"> {s['relearn_max']}"
     if v is None:
         return "—"
     if key.startswith("bytes"):
@@ -49,13 +55,26 @@ def _cell(key: str, v: Any) -> str:
     return str(v)
 
 
+#: The printed table's columns (a terminal is narrower than ``summary.md``, which has all).
+PRINTED = (
+    "forget_accuracy",
+    "retain_test_accuracy",
+    "mia_auc",
+    "divergence",
+    "inversion_forget",
+    "relearn_rounds",
+    "cpu_vs_retrain",
+)
+
+
 def unlearning_table(summaries: dict[str, dict[str, Any]], title: str) -> Table:
+    columns = [(key, label) for key, label in COLUMNS if key in PRINTED]
     table = Table(title=title)
     table.add_column("method", style="bold")
-    for _, label in COLUMNS:
+    for _, label in columns:
         table.add_column(label, justify="right")
     for name, s in summaries.items():
-        table.add_row(name, *[_cell(key, s.get(key)) for key, _ in COLUMNS])
+        table.add_row(name, *[_cell(key, s.get(key), s) for key, _ in columns])
     return table
 
 
@@ -63,32 +82,71 @@ def unlearning_markdown(summaries: dict[str, dict[str, Any]]) -> str:
     header = ["method"] + [label for _, label in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, s in summaries.items():
-        cells = [_cell(key, s.get(key)) for key, _ in COLUMNS]
+        cells = [_cell(key, s.get(key), s) for key, _ in COLUMNS]
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
+#: What the plot's left panel shows per method (fractions; the retrained model's bar is the
+#: value to match).
+PLOTTED = [
+    ("forget_accuracy", "forget acc"),
+    ("retain_test_accuracy", "retain test acc"),
+    ("mia_loss", "MIA loss"),
+    ("mia_auc", "MIA AUC"),
+    ("divergence", "JS to retrain"),
+    ("inversion_forget", "inversion"),
+]
+
+
 def plot_unlearning(summaries: dict[str, dict[str, Any]], out: Path) -> Path | None:
-    """Per method: accuracy on the forgotten data, on retained test data, and MIA success."""
-    keys = [
-        ("forget_accuracy", "forget (train)"),
-        ("retain_test_accuracy", "retain (test)"),
-        ("mia_loss_threshold", "MIA (loss)"),
-    ]
+    """Per method: accuracies, attacks, divergence and inversion (left, the retrained model is
+    the gold standard), and rounds to relearn the forgotten data (right)."""
     methods = list(summaries)
     if not methods:
         return None
-    width = 0.8 / len(keys)
+    keys = [
+        (k, label) for k, label in PLOTTED if any(summaries[m].get(k) is not None for m in methods)
+    ]
+    width = 0.8 / max(len(keys), 1)
     x = np.arange(len(methods))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(methods) + 2), 4.5))
+    fig, (ax, ax_r) = plt.subplots(
+        1,
+        2,
+        figsize=(max(8, 1.5 * len(methods) + 4), 4.8),
+        gridspec_kw={"width_ratios": [3, 1]},
+    )
     for i, (key, label) in enumerate(keys):
         vals = [summaries[m].get(key) for m in methods]
         ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width, label=label)
     ax.set_xticks(x + width * (len(keys) - 1) / 2)
-    ax.set_xticklabels(methods, rotation=20)
+    ax.set_xticklabels(methods, rotation=25, ha="right")
     ax.set_ylim(0, 1.0)
-    ax.set_ylabel("fraction")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(keys))
+    ax.set_ylabel("fraction (JS: bits)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=8)
+    top = max([summaries[m].get("relearn_max") or 0 for m in methods] + [1])
+    rounds = []
+    for m in methods:
+        s = summaries[m]
+        r = s.get("relearn_rounds")
+        rounds.append(np.nan if "relearn_max" not in s else (top + 1 if r is None else r))
+    bars = ax_r.bar(x, rounds, color="tab:gray")
+    for bar, r in zip(bars, rounds, strict=True):
+        if np.isnan(r):
+            continue
+        if r == top + 1:
+            bar.set_hatch("//")
+        ax_r.annotate(  # every bar labelled: 0 rounds (never forgot) draws no bar
+            f">{top}" if r == top + 1 else f"{int(r)}",
+            (bar.get_x() + bar.get_width() / 2, r),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax_r.set_xticks(x)
+    ax_r.set_xticklabels(methods, rotation=25, ha="right")
+    ax_r.set_ylabel("relearn rounds")
+    ax_r.set_ylim(0, top + 2)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from consortium.algorithms.base.supervised import supervised_client_app
-from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.algorithms.unlearning import (
     SelectiveUnlearning,
     SelectiveUnlearningConfig,
@@ -19,29 +18,15 @@ from consortium.algorithms.unlearning import (
 )
 from consortium.algorithms.unlearning.baselines import BaselineConfig
 from consortium.core import run_workflow
-from consortium.data import build_federated_data
-from consortium.metrics.unlearning import loss_threshold
+from consortium.metrics.unlearning import loss_threshold, sample_outputs
 from consortium.models import build_model
 from consortium.runtime import LocalRuntime
 from consortium.training import LocalTrainConfig, evaluate
 
 
-@pytest.fixture(scope="module")
-def trained():
-    data = build_federated_data("digits", num_clients=4, scheme="iid", seed=0)
-
-    def model_fn():
-        return build_model("cnn", data.input_shape, data.num_classes)
-
-    cfg = FedAvgConfig(
-        rounds=12, local=LocalTrainConfig(epochs=2, lr=0.05), eval_every=12, evaluate_clients=False
-    )
-    grid = LocalRuntime(supervised_client_app(model_fn, "cpu"), data.client, 4, seed=0)
-    result = run_workflow(
-        FedAvg(cfg, model_fn, data.test_x, data.test_y, "cpu"), grid, progress=False
-    )
-    assert result.summary["test_accuracy"] > 0.85
-    return data, model_fn, result.final_arrays
+def grid_for(data, model_fn, cls=LocalRuntime):
+    app = add_unlearning_handlers(supervised_client_app(model_fn, "cpu"), model_fn, "cpu")
+    return cls(app, data.client, data.num_clients, seed=0)
 
 
 class RecordingRuntime(LocalRuntime):
@@ -55,11 +40,6 @@ class RecordingRuntime(LocalRuntime):
         replies, failures = super()._exchange(messages)
         self.log += [(messages[c].kind, c, r) for c, r in replies.items()]
         return replies, failures
-
-
-def grid_for(data, model_fn, cls=LocalRuntime):
-    app = add_unlearning_handlers(supervised_client_app(model_fn, "cpu"), model_fn, "cpu")
-    return cls(app, data.client, data.num_clients, seed=0)
 
 
 def class_accuracy(model_fn, weights, data, cls):
@@ -135,7 +115,10 @@ def test_server_scheme_needs_no_member_data_for_fine_tuning(trained):
     wf = SelectiveUnlearning(cfg, request, model_fn, weights, 10, data.input_shape, "cpu")
     grid = grid_for(data, model_fn, RecordingRuntime)
     result = run_workflow(wf, grid, progress=False)
-    assert {kind for kind, _, _ in grid.log} == {"explain"}
+    # Members explain and then only check the server's result on their own data: no member
+    # trains, and a check's reply carries figures, not arrays.
+    assert {kind for kind, _, _ in grid.log} == {"explain", "unlearn_check"}
+    assert all(not r.arrays for kind, _, r in grid.log if kind == "unlearn_check")
     f1, _ = class_accuracy(model_fn, result.final_arrays, data, 3)
     assert f1 < 0.5
     with pytest.raises(ValueError, match="class request"):
@@ -271,6 +254,10 @@ def test_taylor_scores_track_ablation_scores(trained):
         dict(scheme="peer"),
         dict(forget_weight=-1.0),
         dict(explain_samples=0),
+        dict(contrast="max"),
+        dict(forget_accuracy=1.5),
+        dict(class_score_quantile=-0.1),
+        dict(row_steps=-1),
     ],
 )
 def test_bad_selective_options_raise(bad):
@@ -278,15 +265,171 @@ def test_bad_selective_options_raise(bad):
         SelectiveUnlearningConfig(**bad)
 
 
-def test_retain_fraction_fine_tunes_on_fewer_samples(trained):
+def test_retain_fraction_caps_a_round_of_fine_tuning(trained):
     data, model_fn, weights = trained
     request = UnlearningRequest("class", class_id=3)
 
-    def samples_used(fraction):
-        cfg = SelectiveUnlearningConfig(ratio=0.1, rounds=1, retain_fraction=fraction)
+    def steps(fraction):
+        cfg = SelectiveUnlearningConfig(rounds=1, retain_fraction=fraction, forget_accuracy=0.0)
         wf = SelectiveUnlearning(cfg, request, model_fn, weights, 10, data.input_shape, "cpu")
         grid = grid_for(data, model_fn, RecordingRuntime)
         run_workflow(wf, grid, progress=False)
-        return sum(r.metrics["num_examples"] for kind, _, r in grid.log if kind == "unlearn_train")
+        return {c: r.metrics["steps"] for kind, c, r in grid.log if kind == "unlearn_train"}
 
-    assert samples_used(0.25) < 0.5 * samples_used(1.0)
+    for cid, taken in steps(0.05).items():
+        member = data.client(cid)
+        forget, retain = request.split(cid, member.train_indices, member.y)
+        cap = max(np.ceil(round(0.05 * len(retain)) / 32), np.ceil(len(forget) / 32))
+        assert 1 <= taken <= cap, (cid, taken, cap)
+
+
+def test_members_stop_once_forgotten_and_the_server_stops_asking(trained):
+    data, model_fn, weights = trained
+    request = UnlearningRequest("class", class_id=3)
+    cfg = SelectiveUnlearningConfig(rounds=6)
+    wf = SelectiveUnlearning(cfg, request, model_fn, weights, 10, data.input_shape, "cpu")
+    grid = grid_for(data, model_fn, RecordingRuntime)
+    result = run_workflow(wf, grid, progress=False)
+    used = result.summary["fine_tuning_rounds"]
+    assert result.summary["members_found_forgotten"] and 1 <= used < 6
+    rounds = {r["round"]: r for r in result.rounds}
+    # The round after the last fine-tuning asked the members, who found the model forgotten
+    # and took no step; after it nobody was asked anything.
+    assert rounds[used + 1]["members_fine_tuning"] == 0
+    assert rounds[used + 1]["members_forget_accuracy"] <= cfg.forget_accuracy
+    assert all(rounds[r].get("stopped") for r in range(used + 2, 7))
+    assert all(rounds[r]["clients_sent"] == 0 for r in range(used + 2, 7))
+    f1, _ = class_accuracy(model_fn, result.final_arrays, data, 3)
+    assert f1 <= 0.02
+
+
+def test_only_members_holding_forget_data_fine_tune(trained):
+    data, model_fn, weights = trained
+    request = UnlearningRequest("class_at_client", class_id=5, client_id=2)
+    cfg = SelectiveUnlearningConfig(rounds=2)
+    wf = SelectiveUnlearning(cfg, request, model_fn, weights, 10, data.input_shape, "cpu")
+    grid = grid_for(data, model_fn, RecordingRuntime)
+    run_workflow(wf, grid, progress=False)
+    assert {c for kind, c, _ in grid.log if kind == "unlearn_train"} == {2}
+
+
+def member_losses(trained, member):
+    """(the trained model, its mean loss on the member's held-out samples, the member's
+    training indices, its loss on each)."""
+    data, model_fn, weights = trained
+    model = model_fn()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    held = member.test_indices
+    held_loss = float(sample_outputs(model, data.pool_x[held], data.pool_y[held])[0].mean())
+    own = member.train_indices
+    losses, _ = sample_outputs(model, data.pool_x[own], data.pool_y[own])
+    return model, held_loss, own, losses
+
+
+def test_a_members_samples_are_forgotten_to_the_level_of_unseen_samples(trained):
+    """A samples request stops where a model that never saw them would be: their loss at the
+    member's held-out loss under the original model, not driven to misclassification (which
+    would single them out)."""
+    data, model_fn, weights = trained
+    member = data.client(1)
+    before, held_loss, own, losses = member_losses(trained, member)
+    # Samples the model has learned (below the held-out loss): there is something to forget.
+    ids = tuple(int(i) for i in own[losses < held_loss][:40])
+    request = UnlearningRequest("samples", client_id=1, sample_ids=ids)
+    cfg = SelectiveUnlearningConfig(rounds=5)
+    wf = SelectiveUnlearning(cfg, request, model_fn, weights, 10, data.input_shape, "cpu")
+    result = run_workflow(wf, grid_for(data, model_fn), progress=False)
+    assert result.summary["members_found_forgotten"]
+    model = model_fn()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in result.final_arrays.items()})
+    idx = np.asarray(ids)
+    forgot = evaluate(model, data.pool_x, data.pool_y, idx)
+    # The level of unseen samples, read on the model being unlearned (as retraining keeps it).
+    assert forgot["loss"] >= held_loss
+    assert forgot["loss"] > evaluate(before, data.pool_x, data.pool_y, idx)["loss"]
+    assert forgot["accuracy"] >= 0.5  # not pushed into misclassification
+    _, rest = request.split(1, member.train_indices, data.pool_y)
+    kept = evaluate(model, data.pool_x, data.pool_y, rest)["accuracy"]
+    assert kept >= evaluate(before, data.pool_x, data.pool_y, rest)["accuracy"] - 0.05
+
+
+def test_samples_that_already_look_unseen_are_left_alone(trained):
+    """Samples whose loss is already at the member's held-out level need no step: the model
+    comes back unchanged, at no fine-tuning cost."""
+    data, model_fn, weights = trained
+    _, held_loss, own, losses = member_losses(trained, data.client(1))
+    ids = tuple(int(i) for i in own[np.argsort(-losses)][:5])  # its hardest samples
+    assert losses[np.argsort(-losses)][:5].mean() >= held_loss
+    request = UnlearningRequest("samples", client_id=1, sample_ids=ids)
+    wf = SelectiveUnlearning(
+        SelectiveUnlearningConfig(rounds=3), request, model_fn, weights, 10, data.input_shape, "cpu"
+    )
+    result = run_workflow(wf, grid_for(data, model_fn), progress=False)
+    assert result.summary["members_found_forgotten"]
+    assert result.summary["fine_tuning_rounds"] == 0
+    assert all(np.array_equal(result.final_arrays[k], v) for k, v in weights.items())
+
+
+def test_retiring_the_class_row_touches_that_row_alone(trained):
+    from consortium.algorithms.unlearning.stopping import class_margin, retire_class_row
+
+    data, model_fn, weights = trained
+    model = model_fn()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    f = np.flatnonzero(data.pool_y == 3)[:60]
+    r = np.flatnonzero(data.pool_y != 3)[:120]
+    fx, rx = torch.from_numpy(data.pool_x[f]), torch.from_numpy(data.pool_x[r])
+    ry = torch.from_numpy(data.pool_y[r])
+    with torch.no_grad():
+        assert class_margin(model(fx), model(rx), 3, 0.9) > 0
+        before = model(rx).argmax(1)
+    steps = retire_class_row(
+        model, 3, fx, rx, ry, LocalTrainConfig(lr=0.01), quantile=0.9, max_steps=200
+    )
+    assert 0 < steps < 200
+    after = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    for name, old in weights.items():
+        changed = ~np.isclose(old, after[name])
+        if name == "classifier.3.weight":
+            assert changed[3].any() and not np.delete(changed, 3, axis=0).any()
+        elif name == "classifier.3.bias":
+            assert changed.tolist() == [i == 3 for i in range(10)]
+        else:
+            assert not changed.any(), name
+    with torch.no_grad():
+        assert class_margin(model(fx), model(rx), 3, 0.9) <= -1.0
+        now = model(rx).argmax(1)
+    # Only an answer "3" can change: no retained sample is pulled towards another class.
+    assert torch.equal(now[before != 3], before[before != 3])
+
+
+def test_others_forget_term_moves_the_label_s_probability_onto_the_rest():
+    from consortium.algorithms.unlearning.losses import forget_term
+
+    logits = torch.tensor([[4.0, 1.0, 0.0, -1.0], [0.5, 3.0, 0.2, 0.1]], requires_grad=True)
+    y = torch.tensor([0, 1])
+    forget_term(logits, y, "others", 4, torch.Generator()).backward()
+    p = torch.softmax(logits.detach(), 1)
+    grad = logits.grad * len(y)
+    for i, label in enumerate(y.tolist()):
+        assert torch.isclose(grad[i, label], p[i, label], atol=1e-6)  # pushes the label down
+        others = [j for j in range(4) if j != label]
+        ratio = grad[i, others] / p[i, others]
+        assert torch.allclose(ratio, ratio[0].expand_as(ratio), atol=1e-5)  # in proportion
+        assert (ratio < 0).all()  # ... and the others up
+
+
+def test_per_class_contrast_rejects_a_channel_one_other_class_depends_on():
+    from consortium.algorithms.unlearning.explain import contrasted
+
+    # Channel 0 serves the forgotten class and, as much, class 2 (nine other classes would
+    # hide it in a mean); channel 1 serves the forgotten class alone.
+    forget = np.array([[1.0, 1.0], [0.8, 0.8]])
+    labels = np.repeat(np.arange(1, 10), 2)
+    retain = np.zeros((2, len(labels)))
+    retain[0, labels == 2] = 1.0
+    per_class = contrasted(forget, retain, labels, "per_class")
+    mean = contrasted(forget, retain, labels, "mean")
+    assert per_class.argmax() == 1 and per_class[0] <= 0
+    assert mean[0] > 0.8  # the mean barely notices class 2
+    assert contrasted(forget, None, None, "per_class").tolist() == forget.mean(1).tolist()

@@ -26,6 +26,7 @@ from consortium.algorithms.registry import ActionContext, MethodContext
 from consortium.algorithms.unlearning.baselines import (
     FineTune,
     GradientAscent,
+    Relearn,
     Retrain,
     TfidfPrune,
 )
@@ -77,7 +78,9 @@ def client_app(ctx: MethodContext, cfg: UnlearnConfig) -> ClientApp:
     return add_unlearning_handlers(app, ctx.model_fn, ctx.device)
 
 
-def _auditor(ctx: MethodContext, request: UnlearningRequest, shadow: bool) -> UnlearningAuditor:
+def _auditor(
+    ctx: MethodContext, request: UnlearningRequest, cfg: UnlearnConfig, weights: dict
+) -> UnlearningAuditor:
     data = ctx.data
     forget, retain = [], []
     for cid in range(data.num_clients):
@@ -91,6 +94,10 @@ def _auditor(ctx: MethodContext, request: UnlearningRequest, shadow: bool) -> Un
     rng = np.random.default_rng(ctx.seed)
     r_idx = np.sort(rng.choice(r_idx, size=min(len(r_idx), 2000), replace=False))
     forget_class = request.class_id if request.kind == "class" else None
+    member_retain = None
+    if request.kind in ("class_at_client", "samples"):
+        own = retain[int(request.client_id)]  # type: ignore[arg-type]
+        member_retain = (data.pool_x[own], data.pool_y[own])
     return UnlearningAuditor(
         ctx.model_fn,
         data.pool_x[f_idx],
@@ -99,9 +106,20 @@ def _auditor(ctx: MethodContext, request: UnlearningRequest, shadow: bool) -> Un
         data.pool_y[r_idx],
         data.test_x,
         data.test_y,
+        original=weights,
         forget_class=forget_class,
-        shadow=shadow,
+        member_retain=member_retain,
+        shadow=cfg.shadow_attack,
+        inversion=cfg.inversion,
         seed=ctx.seed,
+    )
+
+
+def _local(ctx: ActionContext, cfg: UnlearnConfig) -> LocalTrainConfig:
+    """Members' optimisation in every unlearning method, baseline and relearning run."""
+    train = ctx.train
+    return LocalTrainConfig(
+        epochs=cfg.epochs, batch_size=train.batch_size, lr=cfg.lr, momentum=train.momentum
     )
 
 
@@ -111,9 +129,7 @@ def build_unlearning(
     """The workflow of one unlearning method or baseline."""
     data, train = ctx.data, ctx.train
     request = request_of(cfg)
-    local = LocalTrainConfig(
-        epochs=cfg.epochs, batch_size=train.batch_size, lr=cfg.lr, momentum=train.momentum
-    )
+    local = _local(ctx, cfg)
     args = (request, ctx.model_fn, weights, data.num_classes)
     if name in ("selective", "selective_server"):
         shared = cfg.model_dump(include=set(SelectiveOptions.model_fields))
@@ -167,9 +183,34 @@ def run(ctx: ActionContext, cfg: UnlearnConfig, dest: Path, resume: bool) -> dic
     ctx.say(f"unlearning {request.tag} from {model_file}")
     if cfg.shadow_attack:
         ctx.say("fitting the shadow model of the membership attack (one small training run)")
-    auditor = _auditor(ctx, request, cfg.shadow_attack)
-    summaries: dict[str, dict[str, Any]] = {"original": auditor(weights)}
+    auditor = _auditor(ctx, request, cfg, weights)
+    summaries: dict[str, dict[str, Any]] = {"original": dict(auditor.original)}
     app = client_app(ctx, cfg)
+
+    def relearn(name: str, start: dict[str, np.ndarray]) -> None:
+        """Verification: rounds of FedAvg on the original data until the data is back."""
+        if cfg.relearn_rounds == 0:
+            return
+        workflow = Relearn(
+            BaselineConfig(rounds=cfg.relearn_rounds, local=_local(ctx, cfg)),
+            request,
+            ctx.model_fn,
+            start,
+            data.num_classes,
+            relearned=lambda w: auditor.relearned(w, cfg.relearn_to),
+        )
+        where = dest / "relearn" / name
+        result = ctx.execute(
+            workflow,
+            app,
+            where,
+            resume=resume and load_checkpoint(where) is not None,
+            description=f"relearn {name}",
+        )
+        summaries[name]["relearn_rounds"] = result.summary.get("relearn_rounds")
+        summaries[name]["relearn_max"] = cfg.relearn_rounds
+
+    relearn("original", weights)
     for name in cfg.methods:
         if request.kind != "class" and name in ("selective_server", "tfidf_prune"):
             ctx.say(f"[yellow]{name} skipped: it needs a class request[/yellow]")
@@ -183,8 +224,10 @@ def run(ctx: ActionContext, cfg: UnlearnConfig, dest: Path, resume: bool) -> dic
             resume=resume and load_checkpoint(method_dir) is not None,
             description=name,
         )
-        summaries[name] = {**result.summary, **auditor(result.final_arrays)}
+        summaries[name] = {**result.summary, **auditor(result.final_arrays, name)}
+        relearn(name, result.final_arrays)
         write_json(method_dir / "summary.json", summaries[name])
+    auditor.compare(summaries, reference="retrain")
     if "retrain" in summaries:
         # CPU time too: wall time on a shared machine also measures the neighbours.
         for key, ratio in (("wall_time_s", "time_vs_retrain"), ("cpu_time_s", "cpu_vs_retrain")):

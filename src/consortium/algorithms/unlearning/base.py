@@ -69,10 +69,15 @@ class UnlearningWorkflow(Workflow):
         local: LocalTrainConfig,
         members: list[int] | None = None,
         extra: Mapping[str, np.ndarray] = {},
+        with_request: bool = True,
     ) -> dict[str, Any]:
-        """Send ``kind`` with the current weights, average full-model replies by sample count."""
+        """Send ``kind`` with the current weights, average full-model replies by sample count
+        (``with_request=False``: a plain training message that does not name the request)."""
         ids = grid.client_ids if members is None else members
-        msg = self.request_message(kind, {**self.weights, **extra}, local.as_config())
+        if with_request:
+            msg = self.request_message(kind, {**self.weights, **extra}, local.as_config())
+        else:
+            msg = Message(kind, arrays={**self.weights, **extra}, config=local.as_config())
         replies = grid.send({c: msg for c in ids}, expect=ReplySpec.like(self.weights))
         updates = [Update(r.arrays, r.metrics.get("num_examples", 0.0)) for r in replies.values()]
         if sum(u.weight for u in updates) > 0:

@@ -8,10 +8,14 @@
 * ``TfidfPrune``: Wang et al. (WWW 2022) — class-wise activations from every member, TF-IDF of
   channels for the forgotten class, prune the top channels once (held at zero), then FedAvg
   fine-tuning on retained data.
+
+``Relearn`` is verification, not a baseline: how many rounds of FedAvg on the original data
+(the forgotten samples included) bring the forgotten knowledge back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -118,3 +122,35 @@ class TfidfPrune(_Baseline):
     def load_state_dict(self, state: Any) -> None:
         super().load_state_dict(state)
         self.prune = dict(state["prune"])
+
+
+class Relearn(_Baseline):
+    """FedAvg on every member's full training data (the forgotten samples included) from a
+    model, until ``relearned(weights)`` holds or ``config.rounds`` have run.
+
+    A model that only hides what it knows relearns in a round or two; one retrained without
+    the data takes as long as learning it afresh. The summary's ``relearn_rounds`` is the
+    number of rounds (0: the model never forgot; None: not within ``config.rounds``).
+    """
+
+    name = "relearn"
+
+    def __init__(self, *args: Any, relearned: Callable[[Arrays], bool], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.relearned = relearned
+
+    def setup(self, grid: Grid) -> dict[str, Any]:
+        if self.relearned(self.weights):
+            self.extra_state["relearned_after"] = 0
+        return {}
+
+    def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
+        if "relearned_after" in self.extra_state:
+            return {"stopped": True}
+        out = self.fedavg_step(grid, "train", self.config.local, with_request=False)
+        if self.relearned(self.weights):
+            self.extra_state["relearned_after"] = rnd
+        return out
+
+    def finish(self, grid: Grid) -> dict[str, Any]:
+        return {**super().finish(grid), "relearn_rounds": self.extra_state.get("relearned_after")}

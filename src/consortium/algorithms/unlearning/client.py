@@ -7,6 +7,9 @@ for TF-IDF), ``unlearn_train`` returns only the masked entries it changed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -18,7 +21,13 @@ from consortium.algorithms.unlearning.explain import (
     taylor_scores,
 )
 from consortium.algorithms.unlearning.losses import forget_term, masked_steps
-from consortium.algorithms.unlearning.request import UnlearningRequest
+from consortium.algorithms.unlearning.request import FORGET_IDS, UnlearningRequest
+from consortium.algorithms.unlearning.stopping import (
+    ForgetCriterion,
+    criterion_for,
+    model_class_margin,
+    retire_class_row,
+)
 from consortium.core.aggregation import gather_masked
 from consortium.core.client import ClientApp, ClientContext
 from consortium.core.message import Arrays, Message
@@ -30,13 +39,9 @@ PRUNE = "prune/"
 
 
 def split_prefixed(arrays: Arrays, prefix: str) -> tuple[Arrays, Arrays]:
-    """(arrays without the prefix, prefixed arrays with the prefix stripped); the request's
-    own arrays (``forget_ids``) are in neither."""
-    plain = {
-        k: v
-        for k, v in arrays.items()
-        if not k.startswith(prefix) and "/" not in k and k != "forget_ids"
-    }
+    """(model weights: arrays without a prefix or the request's sample ids, prefixed arrays
+    with the prefix stripped)."""
+    plain = {k: v for k, v in arrays.items() if "/" not in k and k != FORGET_IDS}
     tagged = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     return plain, tagged
 
@@ -48,13 +53,12 @@ def _subsample(idx: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "auto") -> ClientApp:
-    """Register ``explain``, ``class_activations``, ``unlearn_train``, ``train_retained`` and
-    ``ascent`` on ``app``."""
+    """Register ``explain``, ``class_activations``, ``unlearn_train``, ``unlearn_check``,
+    ``train_retained`` and ``ascent`` on ``app``."""
     scratch = ScratchModel(model_fn, device)
 
     def load(msg: Message) -> nn.Module:
-        weights = {k: v for k, v in msg.arrays.items() if "/" not in k and k != "forget_ids"}
-        return scratch.load(weights)
+        return scratch.load(split_prefixed(msg.arrays, MASK)[0])
 
     def request_split(msg: Message, ctx: ClientContext) -> tuple[np.ndarray, np.ndarray]:
         req = UnlearningRequest.from_message(msg.config, msg.arrays)
@@ -69,12 +73,18 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
         limit = int(msg.config.get("explain_samples", 64))
         data = ctx.data
         f = _subsample(forget, limit, ctx.seed)
-        r = _subsample(retain, limit, ctx.seed + 1) if msg.config.get("contrast", True) else None
+        contrast = str(msg.config.get("contrast", "per_class"))
+        if contrast == "per_class" and msg.config.get("request_kind") != "class":
+            # The forget samples share their classes with retained ones: the largest drop of a
+            # retained class would cancel their own, and leave the mask to chance.
+            contrast = "mean"
+        r = _subsample(retain, limit, ctx.seed + 1) if contrast != "none" else None
         score_fn = taylor_scores if msg.config.get("score") == "taylor" else ablation_scores
         scores = score_fn(
             model,
             (data.x[f], data.y[f]),
             None if r is None or len(r) == 0 else (data.x[r], data.y[r]),
+            contrast=contrast,  # type: ignore[arg-type]
             device=scratch.device,
         )
         return msg.reply(arrays=scores, metrics={"num_forget": float(len(forget))})
@@ -92,52 +102,140 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
         arrays["counts"] = counts
         return msg.reply(arrays=arrays, metrics={"num_examples": float(len(idx))})
 
+    def verdict(
+        msg: Message, ctx: ClientContext, model: nn.Module, forget: np.ndarray, retain: np.ndarray
+    ) -> tuple[ForgetCriterion, Any, bool, dict[str, Any]]:
+        """This member's criterion, the class-score test's samples (class requests; else
+        None), whether the model meets both, and the figures it reports."""
+        req = UnlearningRequest.from_message(msg.config, msg.arrays)
+        data = ctx.data
+        held = data.test_indices
+        held_out = (data.x[held], data.y[held]) if len(held) else None
+        # The level of unseen samples is read once, on the first model of the request (the one
+        # to unlearn): read again on each fine-tuned model it would move off as they change.
+        # (Kept as a float: a member's state is checkpointed.)
+        key = f"unlearn_min_loss/{req.tag}"
+        if key in ctx.state:
+            rule = ForgetCriterion(min_loss=float(ctx.state[key]))
+        else:
+            level = float(msg.config.get("forget_accuracy", 0.0))
+            rule = criterion_for(req, level, model, held_out)
+            if rule.min_loss is not None:
+                ctx.state[key] = rule.min_loss
+        met, figures = rule.check(model, data.x[forget], data.y[forget])
+        scores = None
+        if req.kind == "class" and len(retain):
+            ref = _subsample(retain, int(msg.config.get("explain_samples", 64)), ctx.seed + 3)
+            dev = scratch.device
+            scores = (
+                int(req.class_id),  # type: ignore[arg-type]
+                torch.from_numpy(data.x[forget]).to(dev),
+                torch.from_numpy(data.x[ref]).to(dev),
+                torch.from_numpy(data.y[ref]).to(dev),
+                float(msg.config.get("class_score_quantile", 0.9)),
+            )
+            margin = model_class_margin(model, scores[0], scores[1], scores[2], scores[4])
+            figures["class_margin"] = margin
+            met = met and margin <= 0
+        return rule, scores, met, figures
+
+    @app.on("unlearn_check")
+    def unlearn_check(msg: Message, ctx: ClientContext) -> Message:
+        """Whether the received model has forgotten this member's forget samples."""
+        forget, retain = request_split(msg, ctx)
+        if len(forget) == 0:
+            return msg.reply(metrics={"num_forget": 0.0, "forgotten": 1.0})
+        model = load(msg)
+        _, _, met, figures = verdict(msg, ctx, model, forget, retain)
+        return msg.reply(
+            metrics={"num_forget": float(len(forget)), "forgotten": float(met), **figures}
+        )
+
     @app.on("unlearn_train")
     def unlearn_train(msg: Message, ctx: ClientContext) -> Message:
+        """Masked fine-tuning at a member holding forget data, until its criterion holds.
+
+        The member first checks the model it received: if its forget samples already count as
+        forgotten it takes no step. Otherwise each step pairs a retained batch (cross-entropy)
+        with a forget batch (the forgetting term), and the member stops once the criterion
+        holds on all its forget samples, or after one pass over the larger of the two. For a
+        class request, the class's output row is then trained alone until the class no longer
+        stands out on the member's forget samples (see ``stopping``).
+        """
         forget, retain = request_split(msg, ctx)
         weights, mask = split_prefixed(msg.arrays, MASK)
         model = scratch.load(weights)
-        cfg = LocalTrainConfig.from_config(msg.config)
+        unchanged = gather_masked(weights, mask)
+        if len(forget) == 0:  # members without forget data are not needed to forget
+            return msg.reply(
+                arrays=unchanged, metrics={"num_examples": 0.0, "num_forget": 0.0, "forgotten": 1.0}
+            )
         data = ctx.data
+        fx, fy = data.x[forget], data.y[forget]
+        rule, scores, met, before = verdict(msg, ctx, model, forget, retain)
+        stats = {"num_forget": float(len(forget)), **before}
+        if met:
+            return msg.reply(
+                arrays=unchanged, metrics={"num_examples": 0.0, "forgotten": 1.0, **stats}
+            )
+        cfg = LocalTrainConfig.from_config(msg.config)
         dev = scratch.device
         share = float(msg.config.get("retain_fraction", 1.0))
         if share < 1 and len(retain):
             retain = _subsample(retain, max(1, round(share * len(retain))), ctx.seed + 2)
         r_batches = batch_order(retain, cfg.batch_size, ctx.seed, cfg.epochs) if len(retain) else []
-        f_batches = (
-            batch_order(forget, cfg.batch_size, ctx.seed + 1, cfg.epochs) if len(forget) else []
-        )
-        # One step per retained batch, the forget batches cycled alongside; a member with no
-        # retained data steps through its forget batches once per epoch.
-        steps = len(r_batches) or len(f_batches)
+        f_batches = batch_order(forget, cfg.batch_size, ctx.seed + 1, cfg.epochs)
 
         def tensors(idx: np.ndarray | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
             if idx is None:
                 return None, None
             return torch.from_numpy(data.x[idx]).to(dev), torch.from_numpy(data.y[idx]).to(dev)
 
-        batches = []
-        for i in range(steps):
-            rb = r_batches[i] if i < len(r_batches) else None
-            fb = f_batches[i % len(f_batches)] if f_batches else None
-            batches.append((*tensors(rb), *tensors(fb)))
-        loss = masked_steps(
-            model,
-            mask,
-            batches,
-            cfg,
-            forget_kind=str(msg.config.get("forget_loss", "random_label")),
-            forget_weight=float(msg.config.get("forget_weight", 1.0)),
-            num_classes=int(msg.config["num_classes"]),
-            seed=ctx.seed,
-        )
-        changed = gather_masked(get_arrays(model, mask), mask)
+        def batches() -> Iterator[tuple[torch.Tensor | None, ...]]:
+            # The shorter list is cycled alongside the longer one (built lazily: an early
+            # stop leaves the rest unbuilt).
+            for i in range(max(len(r_batches), len(f_batches))):
+                rb = r_batches[i % len(r_batches)] if r_batches else None
+                yield (*tensors(rb), *tensors(f_batches[i % len(f_batches)]))
+
+        loss, steps = 0.0, 0
+        if not rule.holds(before["forget_accuracy"], before["forget_loss"]):
+            loss, steps = masked_steps(
+                model,
+                mask,
+                batches(),
+                cfg,
+                forget_kind=str(msg.config.get("forget_loss", "others")),
+                forget_weight=float(msg.config.get("forget_weight", 1.0)),
+                num_classes=int(msg.config["num_classes"]),
+                seed=ctx.seed,
+                stop=rule.stop_rule(model, fx, fy),
+            )
+        row_steps = 0
+        if scores is not None:
+            cls, sfx, srx, sry, quantile = scores
+            row_steps = retire_class_row(
+                model,
+                cls,
+                sfx,
+                srx,
+                sry,
+                cfg,
+                quantile=quantile,
+                max_steps=int(msg.config.get("row_steps", 100)),
+            )
+        used = [f_batches[i % len(f_batches)] for i in range(steps)]
+        used += [r_batches[i % len(r_batches)] for i in range(steps)] if r_batches else []
+        seen = len(np.unique(np.concatenate(used))) if used else len(forget)
         return msg.reply(
-            arrays=changed,
+            arrays=gather_masked(get_arrays(model, mask), mask),
             metrics={
-                "num_examples": float(len(retain) + len(forget)),
-                "num_forget": float(len(forget)),
+                "num_examples": float(seen),
+                "forgotten": 0.0,
+                "steps": float(steps),
+                "row_steps": float(row_steps),
                 "train_loss": loss,
+                **stats,
             },
         )
 

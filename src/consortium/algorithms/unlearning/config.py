@@ -29,28 +29,66 @@ class SelectiveOptions(Options):
     """Explanation-guided selective unlearning (Xu et al., IEEE TBD 2025; the formulas are our
     reconstruction, see docs/methods/unlearning.md)."""
 
-    score: Literal["ablation", "taylor", "tfidf"] = Field(
-        "ablation",
-        description="channel importance: ablation (drop in label confidence on the forget set "
-        "when the channel is zeroed), taylor (its first-order estimate) or tfidf (WWW'22)",
+    score: Literal["taylor", "ablation", "tfidf"] = Field(
+        "taylor",
+        description="channel importance: taylor (first-order estimate of the ablation drop "
+        "from one backward pass), ablation (drop in label confidence on the forget set when "
+        "the channel is zeroed: one forward pass per channel) or tfidf (WWW'22)",
     )
-    contrast: bool = Field(
-        True, description="subtract the drop on retained data (channels serving every class)"
+    contrast: Literal["per_class", "mean", "none"] = Field(
+        "per_class",
+        description="what is subtracted from a channel's drop on the forget samples: the "
+        "largest drop of any one retained class (per_class), the mean drop over retained "
+        "samples (mean) or nothing (none); per_class means mean for requests other than "
+        "class (their forget samples share classes with retained ones)",
     )
-    ratio: float = Field(0.1, gt=0, le=1, description="fraction of channels fine-tuned")
+    ratio: float = Field(0.05, gt=0, le=1, description="fraction of channels fine-tuned")
     per_layer: bool = Field(True, description="top ratio in every layer (or over all layers)")
-    rounds: int = Field(2, ge=1, le=100_000, description="selective fine-tuning rounds")
-    forget_loss: Literal["random_label", "ascent", "uniform"] = Field(
-        "random_label",
-        description="random_label (towards a random other class), ascent (negative CE, "
-        "clipped) or uniform (KL to the uniform distribution)",
+    rounds: int = Field(
+        5,
+        ge=1,
+        le=100_000,
+        description="at most this many fine-tuning rounds; they stop once every member holding "
+        "forget data finds it forgotten",
+    )
+    forget_loss: Literal["others", "logodds", "random_label", "ascent", "uniform"] = Field(
+        "others",
+        description="others (move the label's probability onto the other classes, in the "
+        "model's own proportions), random_label (towards a random other class), ascent "
+        "(negative CE, clipped) or uniform (KL to the uniform distribution)",
     )
     forget_weight: float = Field(1.0, ge=0, description="weight of the forgetting term")
+    forget_accuracy: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="class requests: a member stops fine-tuning once its forget samples are "
+        "classified correctly at most this often (other requests stop when their loss reaches "
+        "the member's held-out samples' loss)",
+    )
+    class_score_quantile: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="class requests: fine-tuning goes on until the class scores its own "
+        "samples (median log-odds) no higher than this quantile of its scores on retained "
+        "samples, as a model that never learned it does",
+    )
+    row_steps: int = Field(
+        100,
+        ge=0,
+        description="class requests: at most this many steps on the class's output row alone "
+        "(on features computed once) to reach the class-score criterion",
+    )
     explain_samples: int = Field(
         64, ge=1, description="forget / retained samples scored per member"
     )
     retain_fraction: float = Field(
-        1.0, gt=0, le=1, description="share of retained data a member fine-tunes on per round"
+        1.0,
+        gt=0,
+        le=1,
+        description="share of retained data a member may fine-tune on per round (it stops "
+        "earlier once its forget data counts as forgotten)",
     )
 
 
@@ -70,7 +108,13 @@ class SelectiveUnlearningConfig(SelectiveOptions):
         description="members' optimisation during masked fine-tuning",
     )
     perturbation_samples: int = Field(
-        32, ge=1, description="server scheme: samples per class inverted from the model"
+        8, ge=1, description="server scheme: samples per class inverted from the model"
+    )
+    perturbation_steps: int = Field(
+        30, ge=1, description="server scheme: optimiser steps of each inversion"
+    )
+    server_steps: int = Field(
+        3, ge=1, description="server scheme: masked fine-tuning steps between member checks"
     )
 
 
@@ -108,6 +152,23 @@ class UnlearnConfig(SelectiveOptions):
     baseline_rounds: int = Field(2, ge=1, description="fine-tune / ascent / prune rounds")
     retrain_rounds: int | None = Field(None, ge=1, description="default: federation.rounds")
     shadow_attack: bool = Field(True, description="also run the shadow-model membership attack")
+    inversion: bool = Field(
+        True, description="verification: the model-inversion check (class requests)"
+    )
+    relearn_rounds: int = Field(
+        5,
+        ge=0,
+        le=100_000,
+        description="verification: at most this many FedAvg rounds on the original data, to "
+        "count how many bring the forgotten data back (0: off)",
+    )
+    relearn_to: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="relearned: the forget accuracy (class requests; other requests: the loss "
+        "attack's member rate) is back to this share of the original model's",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> UnlearnConfig:

@@ -4,8 +4,9 @@ Two scores share one selection step, so the method and its TF-IDF precursor diff
 they really differ:
 
 * **ablation** (this method): zero one channel's output and measure how much the model's
-  confidence in the forget samples' labels drops; optionally subtract the drop on retained
-  samples so channels that serve every class are not picked;
+  confidence in the forget samples' labels drops, minus the largest such drop of any retained
+  class, so that channels other classes depend on are not picked; **taylor** estimates the
+  same drops to first order from one backward pass;
 * **tfidf** (Wang et al., WWW 2022): term frequency of the target class's mean activation over a
   layer's channels, times the inverse "document" frequency of channels across classes.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import numpy as np
 import torch
@@ -60,13 +62,32 @@ def _ablate_blocks(module: nn.Module, channels: list[int], n: int) -> Iterator[N
         handle.remove()
 
 
-@torch.no_grad()
-def _label_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean probability the model gives each sample's own label."""
-    if len(y) == 0:
-        return 0.0
-    probs = F.softmax(model(x), dim=1)
-    return float(probs.gather(1, y[:, None]).mean())
+Contrast = Literal["per_class", "mean", "none"]
+
+
+def contrasted(
+    forget: np.ndarray,
+    retain: np.ndarray | None,
+    retain_labels: np.ndarray | None,
+    contrast: Contrast = "per_class",
+) -> np.ndarray:
+    """A layer's scores from per-sample drops (channels x samples).
+
+    The mean drop on the forget samples, minus, for ``per_class``, the largest mean drop of
+    any one retained class (a channel counts only as far as it serves the forgotten data more
+    than it serves *every* other class), or, for ``mean``, the mean drop over all retained
+    samples (a channel that one other class depends on hides in an average over many).
+    """
+    score = forget.mean(1)
+    if contrast == "none" or retain is None or retain.shape[1] == 0:
+        return score
+    if contrast == "mean":
+        return score - retain.mean(1)
+    if contrast != "per_class":
+        raise ValueError(f"unknown contrast {contrast!r}")
+    assert retain_labels is not None
+    per_class = [retain[:, retain_labels == c].mean(1) for c in np.unique(retain_labels)]
+    return score - np.max(per_class, axis=0)
 
 
 @torch.no_grad()
@@ -78,22 +99,23 @@ def _confidence_drops(
     width: int,
     max_batch: int,
 ) -> np.ndarray:
-    """Label-confidence drop for every channel of ``module``, many ablations per forward pass.
+    """Per-sample label-confidence drop (channels x samples) for every channel of ``module``,
+    many ablations per forward pass.
 
     The batch is replicated once per ablated channel so one forward pass evaluates a whole
     chunk of channels: the same arithmetic as one pass per channel, without its overhead.
     """
     n = len(y)
-    base = _label_confidence(model, x, y)
-    drops = np.zeros(width, np.float32)
+    base = F.softmax(model(x), dim=1).gather(1, y[:, None])[:, 0].cpu().numpy()
+    drops = np.zeros((width, n), np.float32)
     per_pass = max(1, max_batch // max(n, 1))
     for start in range(0, width, per_pass):
         chans = list(range(start, min(width, start + per_pass)))
         xs = x.repeat(len(chans), *([1] * (x.dim() - 1)))
         with _ablate_blocks(module, chans, n):
             probs = F.softmax(model(xs), dim=1)
-        conf = probs.gather(1, y.repeat(len(chans))[:, None]).view(len(chans), n).mean(1)
-        drops[start : start + len(chans)] = base - conf.cpu().numpy()
+        conf = probs.gather(1, y.repeat(len(chans))[:, None]).view(len(chans), n)
+        drops[start : start + len(chans)] = base[None, :] - conf.cpu().numpy()
     return drops
 
 
@@ -103,13 +125,12 @@ def ablation_scores(
     forget: tuple[np.ndarray, np.ndarray],
     retain: tuple[np.ndarray, np.ndarray] | None = None,
     *,
+    contrast: Contrast = "per_class",
     device: torch.device | None = None,
     max_batch: int = 4096,
 ) -> dict[str, np.ndarray]:
-    """Per layer, the drop in label confidence on the forget samples when a channel is zeroed.
-
-    With ``retain``, the drop on retained samples is subtracted (class-specific importance).
-    """
+    """Per layer, the drop in label confidence on the forget samples when a channel is zeroed,
+    contrasted with the drops on ``retain`` (see :func:`contrasted`)."""
     device = device or next(model.parameters()).device
     model.eval()
     fx, fy = (torch.from_numpy(a).to(device) for a in forget)
@@ -119,10 +140,10 @@ def ablation_scores(
     scores: dict[str, np.ndarray] = {}
     for name, module in channel_layers(model):
         width = _channels(module)
-        layer = _confidence_drops(model, module, fx, fy, width, max_batch)
-        if use_retain:
-            layer = layer - _confidence_drops(model, module, rx, ry, width, max_batch)
-        scores[name] = layer.astype(np.float32)
+        f = _confidence_drops(model, module, fx, fy, width, max_batch)
+        r = _confidence_drops(model, module, rx, ry, width, max_batch) if use_retain else None
+        labels = retain[1] if use_retain else None  # type: ignore[index]
+        scores[name] = contrasted(f, r, labels, contrast).astype(np.float32)
     return scores
 
 
@@ -131,13 +152,16 @@ def taylor_scores(
     forget: tuple[np.ndarray, np.ndarray],
     retain: tuple[np.ndarray, np.ndarray] | None = None,
     *,
+    contrast: Contrast = "per_class",
     device: torch.device | None = None,
 ) -> dict[str, np.ndarray]:
     """First-order estimate of :func:`ablation_scores` from one forward and backward pass.
 
-    Zeroing channel c changes the label confidence S by about ``-sum(a_c * dS/da_c)`` (a first
-    order Taylor expansion around the channel's activation ``a_c``), so all channels of all
-    layers are scored at the cost of one gradient instead of one forward pass per channel.
+    Zeroing channel c of sample i changes its label confidence p_i by about
+    ``-sum(a_ic * dp_i/da_ic)`` (a first-order Taylor expansion around the channel's activation
+    ``a_ic``). A sample's activations reach only its own output, so one backward pass of the
+    summed confidences gives every sample's drop for every channel of every layer, at the cost
+    of one gradient instead of one forward pass per channel.
     """
     device = device or next(model.parameters()).device
     model.eval()
@@ -158,24 +182,23 @@ def taylor_scores(
             yb = torch.from_numpy(y).to(device)
             with torch.enable_grad():
                 model.zero_grad(set_to_none=True)
-                conf = F.softmax(model(xb), 1).gather(1, yb[:, None]).mean()
-                conf.backward()
+                F.softmax(model(xb), 1).gather(1, yb[:, None]).sum().backward()
         finally:
             for h in handles:
                 h.remove()
         out = {}
         for name, a in acts.items():
-            prod = (a * a.grad).detach()
-            dims = [0, *range(2, prod.dim())]
-            out[name] = prod.sum(dim=dims).cpu().numpy() / len(y)
+            prod = (a * a.grad).detach()  # type: ignore[operator]
+            per_sample = prod.sum(dim=tuple(range(2, prod.dim()))) if prod.dim() > 2 else prod
+            out[name] = per_sample.T.cpu().numpy()
         model.zero_grad(set_to_none=True)
         return out
 
-    scores = drops(*forget)
-    if retain is not None and len(retain[1]):
-        other = drops(*retain)
-        scores = {k: v - other[k] for k, v in scores.items()}
-    return {k: v.astype(np.float32) for k, v in scores.items()}
+    f = drops(*forget)
+    use_retain = retain is not None and len(retain[1]) > 0
+    r = drops(*retain) if use_retain else {}  # type: ignore[misc]
+    labels = retain[1] if use_retain else None  # type: ignore[index]
+    return {k: contrasted(v, r.get(k), labels, contrast).astype(np.float32) for k, v in f.items()}
 
 
 @torch.no_grad()

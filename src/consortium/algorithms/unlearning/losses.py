@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -15,7 +15,23 @@ from consortium.training import LocalTrainConfig, make_optimizer
 def forget_term(
     logits: torch.Tensor, y: torch.Tensor, kind: str, num_classes: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """A loss whose minimum means the model no longer predicts ``y`` on these inputs."""
+    """A loss whose minimum means the model no longer predicts ``y`` on these inputs.
+
+    ``others`` (the default) moves the probability of ``y`` onto the other classes in the
+    proportions the model already gives them: the target is the model's own (detached)
+    distribution with ``y`` removed and renormalised. A model retrained without the data would
+    answer with its next-best classes too, so this forgets with the least change to the rest of
+    the output (and to the features the other classes share); ``random_label`` instead pulls
+    every sample towards an arbitrary class.
+    """
+    if kind == "others":
+        with torch.no_grad():
+            rest = F.softmax(logits, 1).scatter(1, y[:, None], 0.0)
+            rest = rest / rest.sum(1, keepdim=True).clamp_min(1e-12)
+        return -(rest * F.log_softmax(logits, 1)).sum(1).mean()
+    if kind == "logodds":
+        others = logits.scatter(1, y[:, None], float("-inf"))
+        return (logits.gather(1, y[:, None])[:, 0] - torch.logsumexp(others, 1)).mean()
     if kind == "random_label":
         shift = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)
         return F.cross_entropy(logits, (y + shift) % num_classes)
@@ -71,31 +87,43 @@ class MaskedParameters:
             p.requires_grad_(True)
 
 
+#: Called after each step with the forget batch's logits (from before the step) and labels;
+#: returning True ends the fine-tuning.
+StopRule = Callable[[torch.Tensor, torch.Tensor], bool]
+
+
 def masked_steps(
     model: nn.Module,
     mask: Mapping[str, np.ndarray],
-    batches: list[tuple[torch.Tensor | None, ...]],
+    batches: Iterable[tuple[torch.Tensor | None, ...]],
     cfg: LocalTrainConfig,
     *,
     forget_kind: str,
     forget_weight: float,
     num_classes: int,
     seed: int,
-) -> float:
-    """One optimiser step per (retain x, retain y, forget x, forget y) batch on masked entries."""
+    stop: StopRule | None = None,
+) -> tuple[float, int]:
+    """One optimiser step per (retain x, retain y, forget x, forget y) batch on masked entries.
+
+    Retained targets may be class indices or probability rows (soft labels). ``stop`` ends the
+    loop early; returns (mean loss, steps taken).
+    """
     guard = MaskedParameters(model, mask)
     opt = make_optimizer(guard.trainable(), cfg)
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    total = 0.0
+    total, steps = 0.0, 0
     try:
         for rx, ry, fx, fy in batches:
             terms = []
             if rx is not None and ry is not None and len(rx):
                 terms.append(F.cross_entropy(model(rx), ry))
+            forget_logits = None
             if fx is not None and fy is not None and len(fx) and forget_weight > 0:
+                forget_logits = model(fx)
                 terms.append(
-                    forget_weight * forget_term(model(fx), fy, forget_kind, num_classes, gen)
+                    forget_weight * forget_term(forget_logits, fy, forget_kind, num_classes, gen)
                 )
             if not terms:
                 continue
@@ -106,6 +134,9 @@ def masked_steps(
             opt.step()
             guard.restore()
             total += float(loss.detach())
+            steps += 1
+            if stop is not None and forget_logits is not None and stop(forget_logits.detach(), fy):
+                break
     finally:
         guard.release()
-    return total / max(len(batches), 1)
+    return total / max(steps, 1), steps

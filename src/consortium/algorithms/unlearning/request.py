@@ -13,6 +13,9 @@ import numpy as np
 
 Kind = Literal["class", "class_at_client", "client", "samples"]
 
+#: The message array that carries a samples request's ids (never a model weight).
+FORGET_IDS = "forget_ids"
+
 
 @dataclass(frozen=True)
 class UnlearningRequest:
@@ -64,13 +67,13 @@ class UnlearningRequest:
         return cfg
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"forget_ids": np.asarray(self.sample_ids, np.int64)} if self.sample_ids else {}
+        return {FORGET_IDS: np.asarray(self.sample_ids, np.int64)} if self.sample_ids else {}
 
     @classmethod
     def from_message(
         cls, config: dict[str, Any], arrays: dict[str, np.ndarray]
     ) -> UnlearningRequest:
-        ids = arrays.get("forget_ids")
+        ids = arrays.get(FORGET_IDS)
         return cls(
             kind=config["request_kind"],  # type: ignore[arg-type]
             class_id=config.get("request_class"),  # type: ignore[arg-type]

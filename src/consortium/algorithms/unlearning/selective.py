@@ -32,6 +32,7 @@ from consortium.algorithms.unlearning.explain import (
 from consortium.algorithms.unlearning.losses import masked_steps
 from consortium.algorithms.unlearning.perturbation import class_impressions
 from consortium.algorithms.unlearning.request import UnlearningRequest
+from consortium.algorithms.unlearning.stopping import retire_class_row
 from consortium.core.aggregation import Update, scatter_masked, weighted_mean
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
@@ -144,8 +145,10 @@ class SelectiveUnlearning(UnlearningWorkflow):
         }
         return {"explaining_members": explained, "parameters_touched": touched}
 
-    # -- 3: fine-tune only the mask -------------------------------------------------------
+    # -- 3: fine-tune only the mask, until the members find their data forgotten ------------
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
+        if "stopped_after" in self.extra_state:
+            return {"stopped": True}
         if self.config.scheme == "server":
             return self._server_round(grid, rnd)
         cfg = self.config
@@ -158,53 +161,86 @@ class SelectiveUnlearning(UnlearningWorkflow):
                 "forget_loss": cfg.forget_loss,
                 "retain_fraction": cfg.retain_fraction,
                 "forget_weight": cfg.forget_weight,
+                **self._criteria(),
             },
         )
         spec = ReplySpec(
             {k: ArraySpec((int(m.sum()),), self.weights[k].dtype) for k, m in self.mask.items()}
         )
-        replies = grid.send({c: msg for c in grid.client_ids}, expect=spec)
+        replies = grid.send({c: msg for c in self._holders(grid)}, expect=spec)
         updates = [
             Update(r.arrays, r.metrics.get("num_examples", 0.0))
             for r in replies.values()
             if r.metrics.get("num_examples", 0.0) > 0
         ]
-        if updates:
+        metrics, done = self._checked(replies, rnd - 1)
+        if updates and not done:  # when the model received was forgotten already, it stays
             packed = weighted_mean(updates)
             self.weights = {**self.weights, **scatter_masked(packed, self.mask, self.weights)}
-        return {"train_loss": weighted_metric(replies, "train_loss")}
+        trained = [r for r in replies.values() if r.metrics.get("num_examples", 0.0) > 0]
+        metrics["members_fine_tuning"] = 0 if done else len(trained)
+        if trained and not done:
+            metrics["train_loss"] = weighted_metric(
+                {i: r for i, r in enumerate(trained)}, "train_loss"
+            )
+            metrics["max_steps"] = max(r.metrics.get("steps", 0.0) for r in trained)
+        return metrics
+
+    def _criteria(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "forget_accuracy": cfg.forget_accuracy,
+            "class_score_quantile": cfg.class_score_quantile,
+            "row_steps": cfg.row_steps,
+            "explain_samples": cfg.explain_samples,
+        }
+
+    def _holders(self, grid: Grid) -> list[int]:
+        return [c for c in grid.client_ids if self.request.may_hold_forget_data(c)]
+
+    def _checked(self, replies: dict, model_round: int) -> tuple[dict[str, Any], bool]:
+        """The members' verdicts on the model of ``model_round``: its accuracy on their forget
+        samples, and whether the fine-tuning is over: for a class request when that accuracy,
+        over all their forget samples, is at most ``forget_accuracy``; for the others when every
+        member holding forget data finds it forgotten by its own criterion."""
+        holding = [r for r in replies.values() if r.metrics.get("num_forget", 0.0) > 0]
+        out: dict[str, Any] = {}
+        if not holding:
+            return out, False
+        n = np.array([r.metrics["num_forget"] for r in holding])
+        acc = np.array([r.metrics.get("forget_accuracy", 1.0) for r in holding])
+        out["members_forget_accuracy"] = float((n * acc).sum() / n.sum())
+        loss = np.array([r.metrics.get("forget_loss", 0.0) for r in holding])
+        out["members_forget_loss"] = float((n * loss).sum() / n.sum())
+        done = all(r.metrics.get("forgotten", 0.0) >= 1 for r in holding)
+        if self.request.kind == "class":  # over all forget samples, not member by member
+            margin = np.array([r.metrics.get("class_margin", 0.0) for r in holding])
+            out["members_class_margin"] = float((n * margin).sum() / n.sum())
+            done = (
+                out["members_forget_accuracy"] <= self.config.forget_accuracy
+                and out["members_class_margin"] <= 0
+            )
+        if done:
+            self.extra_state["stopped_after"] = model_round
+        return out, done
 
     def _server_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
+        """The server fine-tunes the mask on perturbation data alone, then asks the members
+        holding forget data whether the result has forgotten it (a forward pass each)."""
         cfg = self.config
-        model = self.scratch.load(self.weights)
         target = int(self.request.class_id)  # type: ignore[arg-type]
-        keep = [c for c in range(self.num_classes) if c != target]
-        seed = derive_seed(grid.seed, "impressions", rnd)
-        xk, yk = class_impressions(
-            model,
-            keep,
-            cfg.perturbation_samples,
-            self.input_shape,
-            seed=seed,
-            device=self.scratch.device,
-        )
-        xf, yf = class_impressions(
-            model,
-            [target],
-            cfg.perturbation_samples * 2,
-            self.input_shape,
-            seed=seed + 1,
-            device=self.scratch.device,
-        )
+        data = self.extra_state.get("perturbation") or self._perturbation_data(grid, target)
+        xk, pk = torch.from_numpy(data["keep_x"]), torch.from_numpy(data["keep_p"])
+        xf, yf = torch.from_numpy(data["forget_x"]), torch.from_numpy(data["forget_y"])
         model = self.scratch.load(self.weights)
-        gen = torch.Generator().manual_seed(seed)
-        batches = []
+        gen = torch.Generator().manual_seed(derive_seed(grid.seed, "server-steps", rnd))
         bs = cfg.local.batch_size
-        for _ in range(50):
-            ik = torch.randint(0, len(yk), (bs,), generator=gen)
-            jf = torch.randint(0, len(yf), (max(1, bs // 2),), generator=gen)
-            batches.append((xk[ik], yk[ik], xf[jf], yf[jf]))
-        loss = masked_steps(
+        batches = []
+        for _ in range(cfg.server_steps):
+            ik = torch.randint(0, len(xk), (bs,), generator=gen)
+            jf = torch.randint(0, len(xf), (max(1, bs // 2),), generator=gen)
+            batches.append((xk[ik], pk[ik], xf[jf], yf[jf]))
+        loss, _ = masked_steps(
             model,
             self.mask,
             batches,
@@ -212,10 +248,53 @@ class SelectiveUnlearning(UnlearningWorkflow):
             forget_kind=cfg.forget_loss,
             forget_weight=cfg.forget_weight,
             num_classes=self.num_classes,
-            seed=seed,
+            seed=derive_seed(grid.seed, "server-loss", rnd),
         )
-        self.weights = get_arrays(model)
-        return {"train_loss": loss}
+        if cfg.include_output_row:
+            retire_class_row(
+                model,
+                target,
+                xf,
+                xk,
+                pk,
+                cfg.local,
+                quantile=cfg.class_score_quantile,
+                max_steps=cfg.row_steps,
+            )
+        weights = get_arrays(model)
+        msg = self.request_message("unlearn_check", weights, self._criteria())
+        replies = grid.send({c: msg for c in self._holders(grid)}, expect=ReplySpec({}))
+        self.weights = weights
+        self.extra_state["perturbation"] = data
+        return {"train_loss": loss, **self._checked(replies, rnd)[0]}
+
+    def _perturbation_data(self, grid: Grid, target: int) -> dict[str, np.ndarray]:
+        """Class impressions of the model being unlearned, made once: those of the kept
+        classes with the model's soft outputs as targets, those of the forgotten class."""
+        cfg = self.config
+        model = self.scratch.load(self.weights)
+        keep = [c for c in range(self.num_classes) if c != target]
+        seed = derive_seed(grid.seed, "impressions")
+        common = dict(steps=cfg.perturbation_steps, device=self.scratch.device)
+        xk, _, pk = class_impressions(
+            model, keep, cfg.perturbation_samples, self.input_shape, seed=seed, **common
+        )
+        xf, yf, _ = class_impressions(
+            model, [target], 2 * cfg.perturbation_samples, self.input_shape, seed=seed + 1, **common
+        )
+        return {
+            "keep_x": xk.cpu().numpy(),
+            "keep_p": pk.cpu().numpy(),
+            "forget_x": xf.cpu().numpy(),
+            "forget_y": yf.cpu().numpy(),
+        }
+
+    def finish(self, grid: Grid) -> dict[str, Any]:
+        summary = super().finish(grid)
+        stopped = self.extra_state.get("stopped_after")
+        summary["fine_tuning_rounds"] = self.num_rounds if stopped is None else int(stopped)
+        summary["members_found_forgotten"] = stopped is not None
+        return summary
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "mask": self.mask}
