@@ -50,7 +50,14 @@ from consortium.models.transformer import (
 )
 from consortium.training import cross_entropy
 
-COST_KEYS = ("train_time_s", "peak_bytes", "activation_bytes", "param_bytes", "trainable_bytes")
+COST_KEYS = (
+    "train_time_s",
+    "peak_bytes",
+    "activation_bytes",
+    "param_bytes",
+    "trainable_bytes",
+    "steps",
+)
 
 
 class FedRA(FederatedWorkflow[FedRAConfig]):
