@@ -13,7 +13,7 @@ Every backbone is a ``save_pretrained`` folder (``config.json`` + ``model.safete
 user cache directory (``$CONSORTIUM_CACHE_DIR``, else ``$XDG_CACHE_HOME/consortium``, else
 ``~/.cache/consortium``), named by its recipe, so a second call only reads it.
 
-    python -m consortium.models.pretrain vit|mixer [--seed 0] [--epochs 3] [--samples 60000]
+    python -m consortium.models.pretrain vit|mixer [--seed 0] [--epochs 2] [--samples 20000]
     python -m consortium.models.pretrain dinov2
 """
 
@@ -63,8 +63,8 @@ class PretrainSpec:
 
     family: Family = "vit"
     seed: int = 0
-    samples: int = 60_000
-    epochs: int = 3
+    samples: int = 20_000
+    epochs: int = 2
     batch_size: int = 128
     lr: float = 1e-3
     image_size: int = 28
