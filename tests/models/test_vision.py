@@ -62,7 +62,9 @@ def toy(n=64, seed=0):
     return x, y
 
 
-SPEC = PretrainSpec(family="mixer", samples=64, epochs=2, batch_size=16, layers=2)
+SPEC = PretrainSpec(
+    family="mixer", source="fashion_mnist", samples=64, epochs=2, batch_size=16, layers=2
+)
 
 
 @pytest.mark.parametrize("family", ["vit", "mixer"])
@@ -77,6 +79,19 @@ def test_pretraining_is_deterministic_under_its_seed(family):
     assert not torch.equal(a.classifier.weight, c.classifier.weight)
     assert rec["test_accuracy"] > 0.6  # it learned the toy task
     assert spec.key != PretrainSpec(**{**spec.__dict__, "seed": 1}).key
+
+
+def test_printed_digits_source_task_is_seeded_and_labelled():
+    from consortium.models.pretrain import printed_digits
+
+    x, y = printed_digits(60, seed=4)
+    x2, y2 = printed_digits(60, seed=4)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    assert not np.array_equal(printed_digits(60, seed=5)[0], x)
+    assert x.shape == (60, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
+    assert set(y.tolist()) <= set(range(10)) and len(set(y.tolist())) > 5
+    ink = (x > 0.3).mean(axis=(1, 2, 3))
+    assert ink.min() > 0.02  # every image shows its digit, none is cut away
 
 
 def test_pretrained_backbones_are_built_once_and_cached(tmp_path, monkeypatch):
@@ -111,6 +126,8 @@ def test_pretrained_backbones_are_built_once_and_cached(tmp_path, monkeypatch):
     torch.testing.assert_close(
         model.mixer.layers[1].mlp_channels.fc2.weight, ref.mixer.layers[1].mlp_channels.fc2.weight
     )
+    same_classes = load_image_classifier(folder, 3)  # the source task's head is not kept
+    assert not torch.allclose(same_classes.classifier.weight, ref.classifier.weight)
     with pytest.raises(ValueError, match="unknown pretrained backbone"):
         backbone_folder("resnet")
 

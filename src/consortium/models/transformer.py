@@ -309,9 +309,18 @@ def load_image_classifier(path: str | Path, num_labels: int) -> nn.Module:
     if not (folder / "config.json").exists():
         raise BackboneNotFoundError(f"{folder}: no config.json (a transformers checkpoint folder)")
     hf_logging.set_verbosity_error()
-    return AutoModelForImageClassification.from_pretrained(
+    model = AutoModelForImageClassification.from_pretrained(
         str(folder), num_labels=num_labels, ignore_mismatched_sizes=True
     )
+    # A new head: a checkpoint pretrained on a source task with as many classes keeps its
+    # head through ``from_pretrained``, and its classes are not the target task's.
+    head = model.get_submodule("classifier")
+    if isinstance(head, nn.Linear):
+        std = float(getattr(model.config, "initializer_range", 0.02))
+        with torch.no_grad():
+            nn.init.trunc_normal_(head.weight, std=std)
+            nn.init.zeros_(head.bias)
+    return model
 
 
 def tiny_text_classifier(
