@@ -76,7 +76,11 @@ def cell_experiment(
             options=options,
         ),
         train=LocalTrainConfig(
-            epochs=1, batch_size=args.batch_size, optimizer="adam", lr=args.lr, weight_decay=1e-5
+            epochs=1,
+            batch_size=args.dinov2_batch_size if dinov2 else args.batch_size,
+            optimizer="adam",
+            lr=args.lr,
+            weight_decay=1e-5,
         ),
         federation=FederationSection(rounds=rounds, eval_every=rounds),
         method_options={m: section for m in methods},
@@ -91,32 +95,34 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/fedra-domains"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--backbones", nargs="+", default=["small_vit", "small_mixer"])
+    p.add_argument("--backbones", nargs="+", default=["small_mixer", "small_vit"])
     p.add_argument("--skews", nargs="+", default=["feature", "feature_label"])
     p.add_argument("--capacities", nargs="+", default=["hetero", "small"])
     p.add_argument("--rounds", type=int, default=10, help="rounds under feature skew")
-    p.add_argument("--rounds-label", type=int, default=15, help="under feature + label skew")
+    p.add_argument("--rounds-label", type=int, default=20, help="under feature + label skew")
     p.add_argument("--per-domain-train", type=int, default=128)
     p.add_argument("--per-domain-test", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--dinov2", action="store_true", help="add DINOv2 ViT-S/14 (reduced)")
     p.add_argument("--dinov2-size", type=int, default=56)
-    p.add_argument("--dinov2-train", type=int, default=64)
+    p.add_argument("--dinov2-train", type=int, default=32)
     p.add_argument("--dinov2-test", type=int, default=50)
-    p.add_argument("--dinov2-rounds", type=int, default=5)
+    p.add_argument("--dinov2-rounds", type=int, default=3)
+    p.add_argument("--dinov2-batch-size", type=int, default=16)
     p.add_argument("--dinov2-seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    # Seed by seed, so an interrupted grid has every cell of its first seeds.
+    caps_lists = [c for t, c in (("hetero", HETERO), ("small", SMALL)) if t in args.capacities]
     cells = [
         (b, s, caps, seed)
+        for seed in args.seeds
         for b in args.backbones
         for s in args.skews
-        for caps in ([HETERO] if "hetero" in args.capacities else [])
-        + ([SMALL] if "small" in args.capacities else [])
-        for seed in args.seeds
+        for caps in caps_lists
     ]
     if args.dinov2:
         cells += [("dinov2_small", "feature", HETERO, seed) for seed in args.dinov2_seeds]
