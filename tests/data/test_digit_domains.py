@@ -28,6 +28,7 @@ def test_domains_are_deterministic_and_cached(bench, tmp_path, monkeypatch):
     # the cache stores 8-bit pixels: equal up to rounding
     assert np.abs(bench.x - again.x).max() <= 0.5 / 255 + 1e-6
     other = build_domains(style_seed=1)
+    assert np.array_equal(cached_domains(style_seed=0).y, bench.y)
     assert not np.array_equal(other.source, again.source)
     assert bench.x.dtype == np.float32 and bench.x.shape[1:] == (3, 28, 28)
     assert bench.x.min() >= 0 and bench.x.max() <= 1

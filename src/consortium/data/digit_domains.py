@@ -27,10 +27,11 @@ Images are float32 ``(n, 3, size, size)`` in [0, 1] (or ImageNet-normalised).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -163,24 +164,19 @@ def build_domains(
     )
 
 
-def cached_domains(
-    names: tuple[str, ...] = DEFAULT_DOMAINS,
-    style_seed: int = 0,
-    test_fraction: float = 0.2,
-    mnist_path: str | Path | None = None,
-) -> DigitDomains:
-    """:func:`build_domains`, read from the cache when it was built before."""
-    recipe = {
-        "names": list(names),
-        "style_seed": style_seed,
-        "test_fraction": test_fraction,
-        "mnist_path": str(mnist_path or ""),
-        "version": RECIPE_VERSION,
-    }
+def cached_domains(**recipe: Any) -> DigitDomains:
+    """:func:`build_domains` (same keyword arguments), read from the cache when that recipe
+    was built before."""
+    bound = inspect.signature(build_domains).bind(**recipe)
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    names = tuple(args["names"])
+    recipe = {**args, "names": list(names), "mnist_path": str(args["mnist_path"] or "")}
+    recipe["version"] = RECIPE_VERSION
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     file = cache_dir() / "datasets" / f"digit_domains-{digest}.npz"
     if not file.is_file():
-        built = build_domains(names, style_seed, test_fraction, mnist_path)
+        built = build_domains(**args)
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
@@ -282,15 +278,16 @@ def build_digit_domains(cfg: DataConfig, opts: DigitDomainsOptions, seed: int) -
     server's test set; feature + label skew re-splits each domain with Dirichlet(alpha)."""
     if cfg.partition != "groups":
         raise ConfigError('digit_domains: partition must be "groups" (members hold one domain)')
-    bench = cached_domains(tuple(opts.domains), opts.style_seed, opts.test_fraction, cfg.path)
+    bench = cached_domains(
+        names=tuple(opts.domains),
+        style_seed=opts.style_seed,
+        test_fraction=opts.test_fraction,
+        mnist_path=cfg.path,
+    )
     data = federate(cfg, splits_of(bench, opts), seed)
-    if opts.skew == "feature_label":
-        from consortium.data.domains import dirichlet_within_domains
+    from consortium.data.domains import with_skew
 
-        data = dirichlet_within_domains(
-            data, cfg.alpha, seed, cfg.min_size, cfg.client_test_fraction
-        )
-    return data
+    return with_skew(data, cfg, opts.skew, seed)
 
 
 register_dataset(

@@ -95,17 +95,10 @@ def default_spec(family: Family, seed: int = 0) -> PretrainSpec:
 
 def build(spec: PretrainSpec, num_labels: int) -> nn.Module:
     """The untrained model of ``spec`` (seeded)."""
-    from consortium.models.vision import small_mixer, small_vit
+    from consortium.models.vision import small_backbone
 
-    make = small_vit if spec.family == "vit" else small_mixer
-    return make(
-        num_labels,
-        image_size=spec.image_size,
-        patch_size=spec.patch_size,
-        hidden_size=spec.hidden_size,
-        layers=spec.layers,
-        seed=spec.seed,
-    )
+    arch = {k: getattr(spec, k) for k in ("image_size", "patch_size", "hidden_size", "layers")}
+    return small_backbone(spec.family, num_labels, seed=spec.seed, **arch)
 
 
 def as_rgb(x: np.ndarray, size: int) -> np.ndarray:

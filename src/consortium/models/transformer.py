@@ -346,15 +346,15 @@ def tiny_image_classifier(
     num_labels: int = 3, layers: int = 4, image: int = 16, family: str = "vit", seed: int = 0
 ) -> nn.Module:
     """A randomly initialised small ViT or DINOv2 (tests)."""
-    from transformers import (
-        Dinov2Config,
-        Dinov2ForImageClassification,
-        ViTConfig,
-        ViTForImageClassification,
-    )
+    from transformers import Dinov2Config, Dinov2ForImageClassification
 
+    from consortium.models.vision import small_backbone
+
+    if family != "dinov2":
+        arch = {"image_size": image, "patch_size": 4, "hidden_size": 32, "heads": 2}
+        return small_backbone("vit", num_labels, seed, layers=layers, **arch)
     torch.manual_seed(seed)
-    common = dict(
+    cfg = Dinov2Config(
         image_size=image,
         patch_size=4,
         hidden_size=32,
@@ -362,6 +362,4 @@ def tiny_image_classifier(
         num_attention_heads=2,
         num_labels=num_labels,
     )
-    if family == "dinov2":
-        return Dinov2ForImageClassification(Dinov2Config(**common))
-    return ViTForImageClassification(ViTConfig(intermediate_size=64, **common))
+    return Dinov2ForImageClassification(cfg)

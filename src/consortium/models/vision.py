@@ -19,7 +19,7 @@ injects LoRA and reads intermediate blocks out without special cases.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -41,27 +41,23 @@ class MixerConfig(PretrainedConfig):
 
     model_type = MIXER_TYPE
 
-    def __init__(
-        self,
-        image_size: int = 28,
-        patch_size: int = 7,
-        num_channels: int = 3,
-        hidden_size: int = 64,
-        num_hidden_layers: int = 12,
-        tokens_mlp_dim: int = 32,
-        channels_mlp_dim: int = 128,
-        layer_norm_eps: float = 1e-6,
-        **kwargs: Any,
-    ) -> None:
+    #: Hyper-parameters and their defaults (any of them may be given as a keyword).
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "image_size": 28,
+        "patch_size": 7,
+        "num_channels": 3,
+        "hidden_size": 64,
+        "num_hidden_layers": 12,
+        "tokens_mlp_dim": 32,
+        "channels_mlp_dim": 128,
+        "layer_norm_eps": 1e-6,
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        own = {k: kwargs.pop(k, v) for k, v in self.DEFAULTS.items()}
         super().__init__(**kwargs)
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.num_channels = num_channels
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.tokens_mlp_dim = tokens_mlp_dim
-        self.channels_mlp_dim = channels_mlp_dim
-        self.layer_norm_eps = layer_norm_eps
+        for key, value in own.items():
+            setattr(self, key, value)
 
     @property
     def num_patches(self) -> int:
@@ -159,47 +155,41 @@ AutoConfig.register(MIXER_TYPE, MixerConfig, exist_ok=True)
 AutoModelForImageClassification.register(MixerConfig, MixerForImageClassification, exist_ok=True)
 
 
-def small_vit(
-    num_labels: int = 10,
-    image_size: int = 28,
-    patch_size: int = 7,
-    hidden_size: int = 64,
-    layers: int = 12,
-    heads: int = 4,
-    seed: int = 0,
-) -> nn.Module:
-    """A randomly initialised ViT of ``layers`` blocks (seeded)."""
-    torch.manual_seed(seed)
-    cfg = ViTConfig(
-        image_size=image_size,
-        patch_size=patch_size,
-        num_channels=3,
-        hidden_size=hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=2 * hidden_size,
-        num_labels=num_labels,
-    )
-    return ViTForImageClassification(cfg)
+#: The small backbones' architecture (any key may be overridden in :func:`small_backbone`).
+SMALL = {"image_size": 28, "patch_size": 7, "hidden_size": 64, "layers": 12, "heads": 4}
 
 
-def small_mixer(
-    num_labels: int = 10,
-    image_size: int = 28,
-    patch_size: int = 7,
-    hidden_size: int = 64,
-    layers: int = 12,
-    seed: int = 0,
-) -> nn.Module:
-    """A randomly initialised MLP-Mixer of ``layers`` blocks (seeded)."""
+def small_backbone(family: str, num_labels: int = 10, seed: int = 0, **arch: int) -> nn.Module:
+    """A randomly initialised ``vit`` or ``mixer`` (seeded) of :data:`SMALL`'s architecture
+    updated with ``arch``; MLPs are twice the width (the Mixer's token MLP half of it)."""
+    unknown = set(arch) - set(SMALL)
+    if unknown:
+        raise TypeError(f"unknown architecture keys {sorted(unknown)}; known: {sorted(SMALL)}")
+    a = {**SMALL, **arch}
+    image_size, patch_size, hidden_size = a["image_size"], a["patch_size"], a["hidden_size"]
+    layers, heads = a["layers"], a["heads"]
     torch.manual_seed(seed)
-    cfg = MixerConfig(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=layers,
-        tokens_mlp_dim=hidden_size // 2,
-        channels_mlp_dim=2 * hidden_size,
-        num_labels=num_labels,
-    )
-    return MixerForImageClassification(cfg)
+    shape: dict[str, Any] = {
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "hidden_size": hidden_size,
+        "num_hidden_layers": layers,
+        "num_labels": num_labels,
+    }
+    if family == "mixer":
+        mlps = {"tokens_mlp_dim": hidden_size // 2, "channels_mlp_dim": 2 * hidden_size}
+        return MixerForImageClassification(MixerConfig(**mlps, **shape))
+    if family != "vit":
+        raise ValueError(f"unknown family {family!r}: vit or mixer")
+    vit = {"num_channels": 3, "num_attention_heads": heads, "intermediate_size": 2 * hidden_size}
+    return ViTForImageClassification(ViTConfig(**vit, **shape))
+
+
+def small_vit(num_labels: int = 10, **options: Any) -> nn.Module:
+    """:func:`small_backbone` ``("vit", ...)``: 12 blocks of width 64 by default."""
+    return small_backbone("vit", num_labels, **options)
+
+
+def small_mixer(num_labels: int = 10, **options: Any) -> nn.Module:
+    """:func:`small_backbone` ``("mixer", ...)``: 12 blocks of width 64 by default."""
+    return small_backbone("mixer", num_labels, **options)

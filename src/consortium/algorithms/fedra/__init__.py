@@ -69,7 +69,8 @@ def backbone_fn(cfg: FedRAConfig, data: Any) -> Any:
         if images and cfg.backbone == "tiny_mixer":
             from consortium.models.vision import small_mixer
 
-            return small_mixer(data.num_classes, size, patch_size=4, hidden_size=16, layers=6)
+            arch = {"image_size": size, "patch_size": 4, "hidden_size": 16, "layers": 6}
+            return small_mixer(data.num_classes, **arch)
         if images:
             if cfg.backbone == MINILM:
                 raise ConfigError("image data: set backbone to a ViT / DINOv2 / Mixer")

