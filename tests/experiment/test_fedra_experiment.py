@@ -275,3 +275,50 @@ def test_capacity_per_domain_needs_a_capacity_for_every_domain(tmp_path, capsys,
     assert main(["run", str(exp), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "6 domains but 2 capacities" in err and len(err.splitlines()) == 1
+
+
+def fake_run(root, name, seed, caps, accs, methods):
+    """A run folder as the runner writes it, with only what the seed table reads."""
+    run = root / name
+    run.mkdir(parents=True)
+    section = {"capacities": caps, "backbone": "small_vit"}
+    cfg = {
+        "seed": seed,
+        "data": {"options": {"skew": "feature"}},
+        **dict.fromkeys(methods, section),
+    }
+    (run / "config.json").write_text(json.dumps(cfg))
+    for m in methods:
+        (run / m).mkdir()
+        per = {"0": accs[m][0], "1": accs[m][1]}
+        cost = {
+            str(c): {"blocks": float(b), "peak_vs_full": b / 12, "train_time_s": 1.0 + b}
+            for c, b in enumerate(caps[:2])
+        }
+        summary = {"domain_accuracy": per, "mean_domain_accuracy": sum(per.values()) / 2}
+        (run / m / "summary.json").write_text(json.dumps({**summary, "member_cost": cost}))
+        line = {"phase": "train", "bytes_up": 2048, "bytes_down": 2048, "bytes_up_by_client": {}}
+        (run / m / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+    return run
+
+
+def test_seed_table_gives_mean_std_paired_tests_and_stand_ins(tmp_path):
+    from consortium.report.fedra import seed_table
+
+    runs = []
+    for seed, shift in ((0, 0.0), (1, 0.02), (2, 0.04)):
+        accs = {
+            "fedra": (0.6 + 1.5 * shift, 0.4 + 1.5 * shift),
+            "all_large": (0.7 + shift, 0.5 + shift),
+            "all_small": (0.3 + shift, 0.1 + shift),
+        }
+        runs.append(fake_run(tmp_path, f"h{seed}", seed, [12, 3], accs, list(accs)))
+        small = {"fedra": (0.5 + shift, 0.3 + 2 * shift)}
+        runs.append(fake_run(tmp_path, f"s{seed}", seed, [3, 3], small, ["fedra"]))
+    text = seed_table(runs, ["a", "b"])
+    assert "| fedra | 53.0 ± 3.0 | 63.0 ± 3.0 | 43.0 ± 3.0 |" in text  # mean ± std (ddof 1)
+    assert "| all_large | -9.0 ± 1.0 | 0.004 | yes (FedRA worse) |" in text  # paired t, df 2
+    assert "| all_small | 31.0 ± 1.0 | 0.000 | yes (FedRA better) |" in text
+    small_part = text.split("capacities [3,3]")[1]
+    assert "| all_large* |" in small_part and "| all_small* |" in small_part
+    assert "| fedra | 1.00 / 1.00 | 0.25 / 1.00 | 2 |" in text  # memory / time vs ALL-large, KiB

@@ -206,6 +206,10 @@ def _cell_of(run_dir: Path) -> tuple[tuple[str, str, str], int, dict[str, Any]]:
     return (str(section.get("backbone", "")), skew, caps), int(cfg["seed"]), cfg
 
 
+def _min_cap(caps: str) -> int:
+    return min(int(c) for c in caps.strip("[]").split(","))
+
+
 def _ms(values: list[float], scale: float = 100.0) -> str:
     if not values:
         return "—"
@@ -241,6 +245,22 @@ def seed_table(run_dirs: list[Path], domain_names: list[str] | None = None) -> s
                     summaries.setdefault(m, {})[seed] = json.loads(f.read_text())
         if not summaries:
             continue
+        # ALL-large ignores capacities and ALL-small uses their minimum: a run with the same
+        # minimum (same backbone, skew, seed) stands in for them, marked with a star.
+        for m in ("all_large", "all_small"):
+            if m in summaries:
+                continue
+            for (b2, s2, c2), seeds2 in cells.items():
+                if (b2, s2) != (backbone, skew) or c2 == caps or _min_cap(c2) != _min_cap(caps):
+                    continue
+                found = {
+                    seed: json.loads((d / m / "summary.json").read_text())
+                    for seed, d in seeds2.items()
+                    if seed in seeds and (d / m / "summary.json").is_file()
+                }
+                if found:
+                    summaries[f"{m}*"] = found
+                    break
         domains = sorted(
             {k for per in summaries.values() for s in per.values() for k in s["domain_accuracy"]},
             key=int,
@@ -259,7 +279,11 @@ def seed_table(run_dirs: list[Path], domain_names: list[str] | None = None) -> s
             row += [_ms([s["domain_accuracy"][k] for s in per.values()]) for k in domains]
             out.append(f"| {m} | " + " | ".join(row) + " |")
         if "fedra" in summaries:
-            out += ["", "FedRA minus each baseline (mean over domains, paired by seed):", ""]
+            out += ["", "FedRA minus each baseline (mean over domains, paired by seed; * = the run"]
+            out += [
+                "with the same minimum capacity, which ALL-large and ALL-small do not see past):",
+                "",
+            ]
             out += ["| baseline | difference (points) | paired t-test p | beyond seed noise |"]
             out.append("|---|---|---|---|")
             for m, per in summaries.items():
@@ -304,7 +328,8 @@ def seed_table(run_dirs: list[Path], domain_names: list[str] | None = None) -> s
                 else (f"{np.mean(mem[lv]):.2f} / —" if lv in mem else "—")
                 for lv in levels
             ]
-            kib = [_per_round_bytes(seeds[s] / m)[0] / 1024 for s in per]
-            out.append(f"| {m} | " + " | ".join(cells_txt) + f" | {np.mean(kib):.0f} |")
+            kib = [_per_round_bytes(seeds[s] / m)[0] / 1024 for s in per if (seeds[s] / m).is_dir()]
+            kib_txt = f"{np.mean(kib):.0f}" if kib else "—"
+            out.append(f"| {m} | " + " | ".join(cells_txt) + f" | {kib_txt} |")
         out.append("")
     return "\n".join(out) + "\n"
