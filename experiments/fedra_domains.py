@@ -1,7 +1,7 @@
 """FedRA vs ALL-large vs ALL-small vs InclusiveFL vs DepthFL on six visual domains: the
 paper's comparison, as one command.
 
-Grid: backbone (a 12-block ViT and MLP-Mixer pretrained on Fashion-MNIST, optionally DINOv2
+Grid: backbone (a 12-block ViT and MLP-Mixer pretrained on printed digits, optionally DINOv2
 ViT-S/14) x skew (feature: one member per domain; feature + label: five members per domain,
 Dirichlet(0.5) labels within each) x capacities ([12,10,8,6,4,3] per domain, and every member
 3 of 12 blocks) x seeds, under the official FedRA training protocol (step cap, clipping, one
