@@ -263,6 +263,13 @@ def test_official_protocol_on_the_digit_domains_from_a_toml_file(tmp_path, monke
     assert summary["capacities"] == [caps[d] for d in domain]
     saved = (out / "config.toml").read_text()
     assert 'protocol = "official"' in saved and "clip_grad_norm = 10.0" in saved
+    # LoRA modules as the TOML sets them: the official Mixer targets (both fc2) for FedRA,
+    # [depthfl]'s own lora_targets = ["fc1"]
+    for method, fc in (("fedra", "fc2"), ("depthfl", "fc1")):
+        with np.load(out / method / "model.npz") as z:
+            lora = {k.split(".lora_")[0] for k in z.files if ".lora_" in k}
+        tails = {".".join(k.split(".")[-2:]) for k in lora}
+        assert tails == {f"mlp_tokens.{fc}", f"mlp_channels.{fc}"}, (method, tails)
 
 
 def test_capacity_per_domain_needs_a_capacity_for_every_domain(tmp_path, capsys, monkeypatch):
