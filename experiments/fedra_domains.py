@@ -112,7 +112,7 @@ def main() -> None:
     p.add_argument("--dinov2-batch-size", type=int, default=16)
     # 3e-3 diverged in a central probe (loss 2.5 -> 4.3 after one step); 1e-3 did not.
     p.add_argument("--dinov2-lr", type=float, default=1e-3)
-    p.add_argument("--dinov2-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--dinov2-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
@@ -126,8 +126,12 @@ def main() -> None:
         for s in args.skews
         for caps in caps_lists
     ]
-    if args.dinov2:
-        cells += [("dinov2_small", "feature", HETERO, seed) for seed in args.dinov2_seeds]
+    if args.dinov2:  # feature skew only: the budget of these machines
+        cells += [
+            ("dinov2_small", "feature", caps, seed)
+            for seed in args.dinov2_seeds
+            for caps in caps_lists
+        ]
     timing = {}
     if not args.report_only:
         for cell in cells:
