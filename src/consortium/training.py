@@ -113,11 +113,12 @@ def train_batches(
     loss_fn: LossFn = cross_entropy,
     prox_mu: float = 0.0,
     optimizer: torch.optim.Optimizer | None = None,
+    clip_grad_norm: float = 0.0,
 ) -> dict[str, float]:
     """Run one optimiser step per batch; returns mean loss and counts.
 
     ``prox_mu > 0`` adds FedProx's proximal term (mu/2)·||w - w_start||² that keeps a member
-    near the model it received.
+    near the model it received; ``clip_grad_norm > 0`` clips the gradient's global norm.
     """
     device = device or next(model.parameters()).device
     model.train()
@@ -134,6 +135,8 @@ def train_batches(
             loss = loss + 0.5 * prox_mu * prox
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(params, clip_grad_norm)
         opt.step()
         total += float(loss.detach()) * len(idx)
         seen += len(idx)

@@ -88,6 +88,14 @@ def dirichlet_within_domains(
     )
 
 
+def with_skew(data: FederatedData, cfg: DataConfig, skew: str, seed: int) -> FederatedData:
+    """``data`` as a dataset's ``skew`` option asks: ``feature`` keeps the ``groups``
+    partition, ``feature_label`` re-splits each domain with Dirichlet(``cfg.alpha``) labels."""
+    if skew != "feature_label":
+        return data
+    return dirichlet_within_domains(data, cfg.alpha, seed, cfg.min_size, cfg.client_test_fraction)
+
+
 # --- DomainNet and NICO++ on disk ------------------------------------------------------------
 
 DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
@@ -308,12 +316,7 @@ def _domain_images(dataset: Literal["domainnet", "nico_pp"]):  # type: ignore[no
             index = index_nico_pp(root, domains, opts.max_classes)
         index = subsample(index, opts.per_domain_train, opts.per_domain_test, seed)
         splits = image_splits(index, opts.image_size, opts.normalisation)
-        data = federate(cfg, splits, seed)
-        if opts.skew == "feature_label":
-            data = dirichlet_within_domains(
-                data, cfg.alpha, seed, cfg.min_size, cfg.client_test_fraction
-            )
-        return data
+        return with_skew(federate(cfg, splits, seed), cfg, opts.skew, seed)
 
     return build
 

@@ -26,6 +26,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "consortium.data.sources",
     "consortium.data.text",
     "consortium.data.domains",
+    "consortium.data.digit_domains",
     "consortium.data.multitask",
 )
 

@@ -219,13 +219,9 @@ def build_spam_assassin(cfg: DataConfig, opts: SpamOptions, seed: int) -> object
         Dataset("spam_assassin", ids, corpus.labels, n_labels, corpus.groups), None
     )
     data = federate(cfg, splits, seed)
-    if opts.skew == "feature_label":
-        from consortium.data.domains import dirichlet_within_domains
+    from consortium.data.domains import with_skew
 
-        data = dirichlet_within_domains(
-            data, cfg.alpha, seed, cfg.min_size, cfg.client_test_fraction
-        )
-    return data
+    return with_skew(data, cfg, opts.skew, seed)
 
 
 register_dataset(

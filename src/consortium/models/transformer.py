@@ -137,7 +137,9 @@ def readout(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     if kind == "dinov2":
         h = base.dinov2.layernorm(hidden)
         return torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=-1)
-    raise ValueError(f"no read-out for model type {kind!r} (supported: bert, vit, dinov2)")
+    if kind == "consortium_mixer":
+        return base.mixer.layernorm(hidden).mean(1)
+    raise ValueError(f"no read-out for model type {kind!r} (supported: bert, vit, dinov2, mixer)")
 
 
 def model_inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -159,8 +161,11 @@ class LoraSettings:
     r, alpha, dropout
         Rank, scaling numerator and dropout of the adapters.
     target_modules
-        Module names to adapt; empty = the attention query and value projections of the
-        backbone (``query``/``value`` for BERT and ViT, ``q_proj``/``v_proj`` for DINOv2).
+        Module names to adapt; empty = the ``preset``'s.
+    preset
+        ``attention``: the attention query and value projections (``query``/``value`` or
+        ``q_proj``/``v_proj``; a Mixer has no attention and gets the ``official`` set);
+        ``official``: the modules the FedRA code adapts (:func:`official_targets`).
     head
         Name of the classification head, trained and exchanged in full.
     """
@@ -170,6 +175,7 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: tuple[str, ...] = field(default_factory=tuple)
     head: str = "classifier"
+    preset: str = "attention"
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.alpha < 1:
@@ -178,6 +184,8 @@ class LoraSettings:
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if self.preset not in ("attention", "official"):
+            raise ValueError(f'LoRA preset must be "attention" or "official", got {self.preset!r}')
 
 
 def default_targets(model: nn.Module) -> list[str]:
@@ -186,7 +194,34 @@ def default_targets(model: nn.Module) -> list[str]:
         return ["q_proj", "v_proj"]
     if {"query", "value"} <= names:
         return ["query", "value"]
+    if {"mlp_tokens", "mlp_channels"} <= names:  # an MLP-Mixer has no attention
+        return official_targets(model)
     raise ValueError("cannot guess LoRA target modules: set target_modules")
+
+
+def official_targets(model: nn.Module) -> list[str]:
+    """The modules the FedRA code gives LoRA, under this library's module names.
+
+    The code adapts timm's ``proj`` and ``mlp.fc2`` on ViT: ``proj`` matches the attention
+    output projection *and* the patch-embedding convolution. Here: ``o_proj`` (or BERT's
+    ``attention.output.dense``), ``mlp.fc2`` (BERT: the block's ``output.dense``) and the
+    patch embedding ``patch_embeddings.projection``. On MLP-Mixer: ``mlp_tokens.fc2`` and
+    ``mlp_channels.fc2``, as the code.
+    """
+    names = {n for n, _ in model.named_modules()}
+    leaves = {n.rsplit(".", 1)[-1] for n in names}
+    if "mlp_tokens" in leaves:
+        return ["mlp_tokens.fc2", "mlp_channels.fc2"]
+    out = []
+    if "o_proj" in leaves:
+        out += ["o_proj", "mlp.fc2"]
+    elif any(n.endswith("attention.output.dense") for n in names):
+        out += ["output.dense"]  # BERT: attention output and the block's second MLP layer
+    else:
+        raise ValueError("no official LoRA targets known for this model: set target_modules")
+    if any(n.endswith("patch_embeddings.projection") for n in names):
+        out.append("patch_embeddings.projection")
+    return out
 
 
 def with_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
@@ -194,7 +229,12 @@ def with_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
     _require("peft")
     from peft import LoraConfig, get_peft_model
 
-    targets = list(lora.target_modules) or default_targets(model)
+    if lora.target_modules:
+        targets = list(lora.target_modules)
+    elif lora.preset == "official":
+        targets = official_targets(model)
+    else:
+        targets = default_targets(model)
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -255,18 +295,32 @@ def load_text_classifier(path: str | Path = MINILM, num_labels: int = 2) -> nn.M
 
 
 def load_image_classifier(path: str | Path, num_labels: int) -> nn.Module:
-    """A ViT / DINOv2 encoder with a new head, from a local checkpoint folder."""
+    """A ViT / DINOv2 / MLP-Mixer encoder with a new head, from a local checkpoint folder or a
+    named pretrained backbone (``small_vit``, ``small_mixer``, ``dinov2_small``: built once
+    and cached, see :mod:`consortium.models.pretrain`)."""
     _require("transformers")
     from transformers import AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
-    folder = Path(path)
+    import consortium.models.vision  # noqa: F401 (registers the Mixer with the Auto classes)
+    from consortium.models.pretrain import PRETRAINED, backbone_folder
+
+    folder = backbone_folder(str(path)) if str(path) in PRETRAINED else Path(path)
     if not (folder / "config.json").exists():
         raise BackboneNotFoundError(f"{folder}: no config.json (a transformers checkpoint folder)")
     hf_logging.set_verbosity_error()
-    return AutoModelForImageClassification.from_pretrained(
+    model = AutoModelForImageClassification.from_pretrained(
         str(folder), num_labels=num_labels, ignore_mismatched_sizes=True
     )
+    # A new head: a checkpoint pretrained on a source task with as many classes keeps its
+    # head through ``from_pretrained``, and its classes are not the target task's.
+    head = model.get_submodule("classifier")
+    if isinstance(head, nn.Linear):
+        std = float(getattr(model.config, "initializer_range", 0.02))
+        with torch.no_grad():
+            nn.init.trunc_normal_(head.weight, std=std)
+            nn.init.zeros_(head.bias)
+    return model
 
 
 def tiny_text_classifier(
@@ -292,15 +346,15 @@ def tiny_image_classifier(
     num_labels: int = 3, layers: int = 4, image: int = 16, family: str = "vit", seed: int = 0
 ) -> nn.Module:
     """A randomly initialised small ViT or DINOv2 (tests)."""
-    from transformers import (
-        Dinov2Config,
-        Dinov2ForImageClassification,
-        ViTConfig,
-        ViTForImageClassification,
-    )
+    from transformers import Dinov2Config, Dinov2ForImageClassification
 
+    from consortium.models.vision import small_backbone
+
+    if family != "dinov2":
+        arch = {"image_size": image, "patch_size": 4, "hidden_size": 32, "heads": 2}
+        return small_backbone("vit", num_labels, seed, layers=layers, **arch)
     torch.manual_seed(seed)
-    common = dict(
+    cfg = Dinov2Config(
         image_size=image,
         patch_size=4,
         hidden_size=32,
@@ -308,6 +362,4 @@ def tiny_image_classifier(
         num_attention_heads=2,
         num_labels=num_labels,
     )
-    if family == "dinov2":
-        return Dinov2ForImageClassification(Dinov2Config(**common))
-    return ViTForImageClassification(ViTConfig(intermediate_size=64, **common))
+    return Dinov2ForImageClassification(cfg)

@@ -192,3 +192,144 @@ def write_fedra_report(run_dir: str | Path) -> str:
     dirs = {n: run_dir / n for n in FEDRA_METHODS if (run_dir / n / "summary.json").exists()}
     reference = "all_large" if "all_large" in dirs else next(iter(dirs), "all_large")
     return fedra_report(dirs, run_dir, reference=reference) if dirs else ""
+
+
+# --- many seeds: mean ± std tables of a grid of runs ------------------------------------------
+
+
+def _cell_of(run_dir: Path) -> tuple[tuple[str, str, str], int, dict[str, Any]]:
+    """((backbone, skew, capacities), seed, config) of a run folder of the FedRA family."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    section = next(cfg[m] for m in FEDRA_METHODS if m in cfg)
+    skew = cfg["data"].get("options", {}).get("skew", "feature")
+    caps = str(section["capacities"]).replace(" ", "")
+    return (str(section.get("backbone", "")), skew, caps), int(cfg["seed"]), cfg
+
+
+def _min_cap(caps: str) -> int:
+    return min(int(c) for c in caps.strip("[]").split(","))
+
+
+def _ms(values: list[float], scale: float = 100.0) -> str:
+    if not values:
+        return "—"
+    v = np.asarray(values, float) * scale
+    return f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}"
+
+
+def seed_table(run_dirs: list[Path], domain_names: list[str] | None = None) -> str:
+    """Markdown tables of a grid of runs (one folder per backbone, skew, capacities and seed):
+    accuracy per domain and over domains as mean ± std over seeds; FedRA against each baseline
+    (paired by seed: mean difference, and a paired t-test); per-member peak memory relative to
+    the full model and training time relative to ALL-large's same member; bytes per round."""
+    from scipy import stats
+
+    cells: dict[tuple[str, str, str], dict[int, Path]] = {}
+    for d in run_dirs:
+        key, seed, _ = _cell_of(d)
+        cells.setdefault(key, {})[seed] = d
+    large: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for (backbone, skew, _), seeds in cells.items():
+        for seed, d in seeds.items():
+            if (d / "all_large" / "summary.json").is_file():
+                large[(backbone, skew, seed)] = json.loads(
+                    (d / "all_large" / "summary.json").read_text()
+                )
+    out: list[str] = []
+    for (backbone, skew, caps), seeds in sorted(cells.items()):
+        summaries: dict[str, dict[int, dict[str, Any]]] = {}
+        for seed, d in sorted(seeds.items()):
+            for m in FEDRA_METHODS:
+                f = d / m / "summary.json"
+                if f.is_file():
+                    summaries.setdefault(m, {})[seed] = json.loads(f.read_text())
+        if not summaries:
+            continue
+        # ALL-large ignores capacities and ALL-small uses their minimum: a run with the same
+        # minimum (same backbone, skew, seed) stands in for them, marked with a star.
+        for m in ("all_large", "all_small"):
+            if m in summaries:
+                continue
+            for (b2, s2, c2), seeds2 in cells.items():
+                if (b2, s2) != (backbone, skew) or c2 == caps or _min_cap(c2) != _min_cap(caps):
+                    continue
+                found = {
+                    seed: json.loads((d / m / "summary.json").read_text())
+                    for seed, d in seeds2.items()
+                    if seed in seeds and (d / m / "summary.json").is_file()
+                }
+                if found:
+                    summaries[f"{m}*"] = found
+                    break
+        domains = sorted(
+            {k for per in summaries.values() for s in per.values() for k in s["domain_accuracy"]},
+            key=int,
+        )
+        names = [domain_names[int(k)] if domain_names else k for k in domains]
+        out += [
+            f"### {backbone}, {skew.replace('_', ' + ')} skew, capacities {caps}",
+            "",
+            f"Accuracy (%) of the released model, mean ± std over seeds {sorted(seeds)}:",
+            "",
+            "| method | mean over domains | " + " | ".join(names) + " |",
+            "|---" * (2 + len(names)) + "|",
+        ]
+        for m, per in summaries.items():
+            row = [_ms([s["mean_domain_accuracy"] for s in per.values()])]
+            row += [_ms([s["domain_accuracy"][k] for s in per.values()]) for k in domains]
+            out.append(f"| {m} | " + " | ".join(row) + " |")
+        if "fedra" in summaries:
+            out += ["", "FedRA minus each baseline (mean over domains, paired by seed; * = the run"]
+            out += [
+                "with the same minimum capacity, which ALL-large and ALL-small do not see past):",
+                "",
+            ]
+            out += ["| baseline | difference (points) | paired t-test p | beyond seed noise |"]
+            out.append("|---|---|---|---|")
+            for m, per in summaries.items():
+                common = sorted(set(per) & set(summaries["fedra"]))
+                if m == "fedra" or not common:
+                    continue
+                a = np.array([summaries["fedra"][s]["mean_domain_accuracy"] for s in common])
+                b = np.array([per[s]["mean_domain_accuracy"] for s in common])
+                p = float(stats.ttest_rel(a, b).pvalue) if len(common) > 1 else float("nan")
+                verdict = "yes" if p < 0.05 else "no"
+                if p < 0.05:
+                    verdict += " (FedRA better)" if a.mean() > b.mean() else " (FedRA worse)"
+                out.append(f"| {m} | {_ms(list(a - b))} | {p:.3f} | {verdict} |")
+        out += ["", "Per member capacity L_k (mean over members, rounds and seeds): peak training"]
+        out += ["memory / full model's, and training time per round / ALL-large's same member:", ""]
+        levels = sorted(
+            {
+                round(c["blocks"])
+                for per in summaries.values()
+                for s in per.values()
+                for c in s["member_cost"].values()
+            },
+            reverse=True,
+        )
+        out.append(
+            "| method | " + " | ".join(f"L_k = {lv}" for lv in levels) + " | KiB up / round |"
+        )
+        out.append("|---" * (2 + len(levels)) + "|")
+        for m, per in summaries.items():
+            mem: dict[int, list[float]] = {}
+            tim: dict[int, list[float]] = {}
+            for seed, s in per.items():
+                ref = large.get((backbone, skew, seed), {}).get("member_cost", {})
+                for cid, c in s["member_cost"].items():
+                    lv = round(c["blocks"])
+                    mem.setdefault(lv, []).append(c["peak_vs_full"])
+                    if cid in ref and ref[cid]["train_time_s"] > 0:
+                        tim.setdefault(lv, []).append(c["train_time_s"] / ref[cid]["train_time_s"])
+            cells_txt = [
+                f"{np.mean(mem[lv]):.2f} / {np.mean(tim[lv]):.2f}"
+                if lv in mem and lv in tim
+                else (f"{np.mean(mem[lv]):.2f} / —" if lv in mem else "—")
+                for lv in levels
+            ]
+            kib = [_per_round_bytes(seeds[s] / m)[0] / 1024 for s in per if (seeds[s] / m).is_dir()]
+            kib_txt = f"{np.mean(kib):.0f}" if kib else "—"
+            out.append(f"| {m} | " + " | ".join(cells_txt) + f" | {kib_txt} |")
+        out.append("")
+    return "\n".join(out) + "\n"

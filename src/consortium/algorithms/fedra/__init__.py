@@ -23,6 +23,7 @@ from consortium.algorithms.fedra.workflow import (
 from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
 from consortium.config import ConfigError
 from consortium.core.client import ClientApp
+from consortium.data.domains import member_domains
 from consortium.data.text import MINILM
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
 
 def backbone_fn(cfg: FedRAConfig, data: Any) -> Any:
     """Builds the configured pretrained backbone with a head for the data's classes."""
+    from consortium.models.pretrain import PRETRAINED, BackboneUnavailableError, backbone_folder
     from consortium.models.transformer import (
         load_image_classifier,
         load_text_classifier,
@@ -51,16 +53,28 @@ def backbone_fn(cfg: FedRAConfig, data: Any) -> Any:
     )
 
     images = np.issubdtype(data.pool_x.dtype, np.floating)
+    source = cfg.backbone
+    if images and source in PRETRAINED:
+        # Built (pretrained or converted) once here, before any member process loads it.
+        try:
+            source = str(backbone_folder(source))
+        except BackboneUnavailableError as err:
+            raise ConfigError(f"backbone {cfg.backbone!r}: {err}") from None
 
     def backbone() -> Any:
+        size = int(data.pool_x.shape[-1])
         if images and cfg.backbone in ("tiny", "tiny_dinov2"):
             family = "dinov2" if cfg.backbone == "tiny_dinov2" else "vit"
-            size = int(data.pool_x.shape[-1])
             return tiny_image_classifier(data.num_classes, 6, size, family)
+        if images and cfg.backbone == "tiny_mixer":
+            from consortium.models.vision import small_mixer
+
+            arch = {"image_size": size, "patch_size": 4, "hidden_size": 16, "layers": 6}
+            return small_mixer(data.num_classes, **arch)
         if images:
             if cfg.backbone == MINILM:
-                raise ConfigError("image data: set backbone to a ViT / DINOv2 folder")
-            return load_image_classifier(cfg.backbone, data.num_classes)
+                raise ConfigError("image data: set backbone to a ViT / DINOv2 / Mixer")
+            return load_image_classifier(source, data.num_classes)
         if cfg.backbone == "tiny":
             return tiny_text_classifier(data.num_classes, layers=6, vocab=30522)
         return load_text_classifier(cfg.backbone, data.num_classes)
@@ -71,10 +85,20 @@ def backbone_fn(cfg: FedRAConfig, data: Any) -> Any:
 def _build(cls: type[FedRA]):  # type: ignore[no-untyped-def]
     def build(ctx: MethodContext, cfg: FedRAConfig) -> tuple[FedRA, ClientApp]:
         data = ctx.data
-        # One capacity per member: the configured list, cycled over the members.
-        cfg = cfg.model_copy(update={"capacities": list(cfg.member_capacities(data.num_clients))})
+        domains = None
+        if getattr(data, "pool_groups", None) is not None:
+            domains = member_domains(data)
+        try:
+            caps = cfg.member_capacities(data.num_clients, domains)
+        except ValueError as err:
+            raise ConfigError(f"{cls.name}: {err}") from None
+        if cfg.sampling == "one_per_domain" and domains is None:
+            raise ConfigError(f'{cls.name}: sampling = "one_per_domain" needs data with domains')
+        # One capacity per member (cycled, or its domain's); the run keeps the resolved list.
+        cfg = cfg.model_copy(update={"capacities": list(caps)})
         model_fn = seeded_lora_model_fn(backbone_fn(cfg, data), cfg.lora, ctx.seed)
-        wf = cls(cfg, model_fn, data.test_x, data.test_y, data.test_groups)
+        sizes = [len(ix) for ix in data.client_train]
+        wf = cls(cfg, model_fn, data.test_x, data.test_y, data.test_groups, domains, sizes)
         return wf, fedra_client_app(model_fn, ctx.device)
 
     return build

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,9 +34,10 @@ from consortium.models.transformer import (
 )
 from consortium.training import (
     LocalTrainConfig,
+    batch_order,
     cross_entropy,
     resolve_device,
-    train_local,
+    train_batches,
 )
 
 
@@ -53,6 +55,20 @@ class LogitsOnly(nn.Module):
         return self.model(**model_inputs(x)).logits
 
 
+def capped_batches(
+    indices: np.ndarray, batch_size: int, seed: int, epochs: int, max_steps: int = 0
+) -> list[np.ndarray]:
+    """The shuffled mini-batches of ``epochs`` passes, each pass cut after ``max_steps``
+    batches when ``max_steps > 0`` (the FedRA code's ``if i > mmm: break``)."""
+    batches = batch_order(np.asarray(indices), batch_size, seed, epochs)
+    if max_steps <= 0:
+        return batches
+    per_epoch = -(-len(indices) // batch_size)
+    return [
+        b for e in range(epochs) for b in batches[e * per_epoch : (e + 1) * per_epoch][:max_steps]
+    ]
+
+
 def measured_training(
     model: nn.Module,
     data: object,
@@ -60,27 +76,44 @@ def measured_training(
     seed: int,
     device: torch.device,
     loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
+    max_steps: int = 0,
+    clip_grad_norm: float = 0.0,
 ) -> dict[str, float]:
-    """``train_local`` plus its cost: wall time, and the peak-memory parts of
+    """Local training (at most ``max_steps`` steps per epoch, gradient norm clipped at
+    ``clip_grad_norm``; 0 = no limit) plus its cost: wall time, and the peak-memory parts of
     :mod:`consortium.algorithms.fedra.cost` for the model as trained."""
     meter = ActivationMeter()
     meter.watch(model)
     start = time.perf_counter()
-    fit = train_local(
-        model,
-        data.x,  # type: ignore[attr-defined]
-        data.y,  # type: ignore[attr-defined]
-        data.train_indices,  # type: ignore[attr-defined]
-        cfg,
-        seed,
-        device=device,
-        loss_fn=meter.wrap(loss_fn),
-    )
+    indices = np.asarray(data.train_indices)  # type: ignore[attr-defined]
+    fit: dict[str, float] = {"train_loss": 0.0, "num_examples": 0.0, "steps": 0}
+    if len(indices):
+        torch.manual_seed(seed)
+        batches = capped_batches(indices, cfg.batch_size, seed, cfg.epochs, max_steps)
+        fit = train_batches(
+            model,
+            data.x,  # type: ignore[attr-defined]
+            data.y,  # type: ignore[attr-defined]
+            batches,
+            cfg,
+            device=device,
+            loss_fn=meter.wrap(loss_fn),
+            clip_grad_norm=clip_grad_norm,
+        )
+        fit["num_examples"] = float(len(indices))
     costs: dict[str, float] = {"train_time_s": time.perf_counter() - start}
     costs.update({k: float(v) for k, v in state_bytes(model, cfg.optimizer, cfg.momentum).items()})
     costs["activation_bytes"] = float(meter.peak)
     costs["peak_bytes"] = peak_bytes(costs)
     return {**fit, **costs}
+
+
+def limits(msg: Message) -> dict[str, Any]:
+    """The step cap and gradient clipping a training message asks for."""
+    return {
+        "max_steps": int(msg.config.get("max_steps", 0)),
+        "clip_grad_norm": float(msg.config.get("clip_grad_norm", 0.0)),
+    }
 
 
 def fedra_client_app(lora_model_fn: Callable[[], nn.Module], device: str = "auto") -> ClientApp:
@@ -115,7 +148,7 @@ def fedra_client_app(lora_model_fn: Callable[[], nn.Module], device: str = "auto
     def train(msg: Message, ctx: ClientContext) -> Message:
         model, blocks, prefix = member_model(msg)
         cfg = LocalTrainConfig.from_config(msg.config)
-        fit = measured_training(LogitsOnly(model), ctx.data, cfg, ctx.seed, dev)
+        fit = measured_training(LogitsOnly(model), ctx.data, cfg, ctx.seed, dev, **limits(msg))
         arrays = renumber(adapter_arrays(model), prefix, dict(enumerate(blocks)))
         return msg.reply(arrays=arrays, metrics={**fit, "blocks": float(len(blocks))})
 
@@ -134,7 +167,7 @@ def fedra_client_app(lora_model_fn: Callable[[], nn.Module], device: str = "auto
         def loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             return mutual_distillation_loss(m(xb), yb, kd)
 
-        fit = measured_training(net, ctx.data, cfg, ctx.seed, dev, loss)
+        fit = measured_training(net, ctx.data, cfg, ctx.seed, dev, loss, **limits(msg))
         arrays = renumber(adapter_arrays(model), prefix, dict(enumerate(blocks)))
         if not full_depth:  # the model's own head sits after the last block: not trained here
             head = f".{msg.config.get('head_name', 'classifier')}."

@@ -88,7 +88,7 @@ class DepthFL(FedRA):
     def train_config(self, rnd: int) -> dict[str, Any]:
         cfg = self.config
         return {
-            **cfg.local.as_config(),
+            **super().train_config(rnd),
             "kd_weight": rampup_weight(cfg.kd_weight, cfg.kd_rampup, rnd),
             "head_name": self.head_name(),
         }

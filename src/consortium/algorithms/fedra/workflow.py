@@ -17,7 +17,7 @@ sub-model with adapters, and that peak relative to the full model's; see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,14 @@ from consortium.models.transformer import (
 )
 from consortium.training import cross_entropy
 
-COST_KEYS = ("train_time_s", "peak_bytes", "activation_bytes", "param_bytes", "trainable_bytes")
+COST_KEYS = (
+    "train_time_s",
+    "peak_bytes",
+    "activation_bytes",
+    "param_bytes",
+    "trainable_bytes",
+    "steps",
+)
 
 
 class FedRA(FederatedWorkflow[FedRAConfig]):
@@ -66,6 +73,11 @@ class FedRA(FederatedWorkflow[FedRAConfig]):
         Server test set (token ids or images) for the global model's accuracy.
     test_groups
         Optional domain id per test sample: per-domain accuracies are reported too.
+    member_domains
+        Each member's domain (``sampling = "one_per_domain"`` needs it).
+    member_sizes
+        Each member's number of training samples (``local_steps = "min_member"`` needs it:
+        the cap is ``min_k ceil(n_k / batch) + 1`` steps per epoch, as the FedRA code's).
     """
 
     name = "fedra"
@@ -80,10 +92,14 @@ class FedRA(FederatedWorkflow[FedRAConfig]):
         test_x: np.ndarray,
         test_y: np.ndarray,
         test_groups: np.ndarray | None = None,
+        member_domains: Sequence[int] | None = None,
+        member_sizes: Sequence[int] | None = None,
     ) -> None:
         super().__init__(config)
         self.lora_model_fn = lora_model_fn
         self.test = (test_x, test_y, test_groups)
+        self.member_domains = None if member_domains is None else [int(d) for d in member_domains]
+        self.member_sizes = None if member_sizes is None else [int(n) for n in member_sizes]
         self._full: nn.Module | None = None
         self.adapters: Arrays = {}
         self.full_cost: dict[str, float] = {}
@@ -107,6 +123,12 @@ class FedRA(FederatedWorkflow[FedRAConfig]):
             raise ValueError(
                 f"{len(self.config.capacities)} capacities for {grid.num_clients} members"
             )
+        for need, have, what in (
+            (self.config.sampling == "one_per_domain", self.member_domains, "member_domains"),
+            (self.config.local_steps == "min_member", self.member_sizes, "member_sizes"),
+        ):
+            if need and (have is None or len(have) != grid.num_clients):
+                raise ValueError(f"{what}: one entry per member is needed by the protocol")
         self.adapters = adapter_arrays(self.full())
         self.full_cost = self.measure_full_model()
         return {
@@ -142,6 +164,34 @@ class FedRA(FederatedWorkflow[FedRAConfig]):
         cost["peak_bytes"] = peak_bytes(cost)
         return cost
 
+    # --- the training protocol ------------------------------------------------------------
+
+    def sample(self, grid: Grid, rnd: int) -> list[int]:
+        """Uniform sampling, or one member drawn uniformly from every domain (official)."""
+        if self.config.sampling == "uniform":
+            return super().sample(grid, rnd)
+        assert self.member_domains is not None
+        rng = rng_for(grid.seed, "domain_sample", rnd)
+        doms = np.asarray(self.member_domains)
+        return sorted(int(rng.choice(np.flatnonzero(doms == d))) for d in np.unique(doms))
+
+    @property
+    def step_cap(self) -> int:
+        """Steps per local epoch: 0 (a full epoch) or min_k(#batches_k) + 1 (official)."""
+        if self.config.local_steps != "min_member" or not self.member_sizes:
+            return 0
+        batch = self.config.local.batch_size
+        return min(-(-n // batch) for n in self.member_sizes) + 1
+
+    def round_capacities(self, grid: Grid, rnd: int, sampled: list[int]) -> list[int]:
+        """Each sampled member's L_k this round: fixed, or redrawn from the capacities list
+        (dynamic heterogeneity), seeded by run seed, round and member."""
+        cfg = self.config
+        if cfg.capacity_schedule == "static":
+            return [cfg.capacities[c] for c in sampled]
+        choices = sorted(set(cfg.capacities))
+        return [int(rng_for(grid.seed, "capacity", rnd, c).choice(choices)) for c in sampled]
+
     # --- hooks DepthFL overrides ---------------------------------------------------------
 
     def payload(self, blocks: list[int]) -> Arrays:
@@ -149,7 +199,11 @@ class FedRA(FederatedWorkflow[FedRAConfig]):
         return block_arrays(self.adapters, block_prefix(self.full()), blocks)
 
     def train_config(self, rnd: int) -> dict[str, Any]:
-        return self.config.local.as_config()
+        return {
+            **self.config.local.as_config(),
+            "max_steps": self.step_cap,
+            "clip_grad_norm": self.config.clip_grad_norm,
+        }
 
     def aggregate(
         self, replies: Mapping[int, Message], rows: np.ndarray, sampled: list[int]
@@ -162,7 +216,7 @@ class FedRA(FederatedWorkflow[FedRAConfig]):
     def configure_train(self, grid: Grid, rnd: int, sampled: list[int]) -> dict[int, Message]:
         cfg = self.config
         rows = allocate(
-            [cfg.capacities[c] for c in sampled],
+            self.round_capacities(grid, rnd, sampled),
             self.depth,
             self.allocation,
             rng_for(grid.seed, "allocation", rnd),
@@ -302,13 +356,23 @@ class AllLarge(FedRA):
 
 
 class AllSmall(FedRA):
-    """ALL-small: everyone uses the first min L_k blocks, and so does the released model."""
+    """ALL-small: everyone uses the first min L_k blocks, and so does the released model.
+
+    The minimum is over *every* member's capacity, not over the round's sample: the blocks
+    trained are exactly the released model's, whoever takes part.
+    """
 
     name = "all_small"
-    allocation: Allocation = "first_min"
+    allocation: Allocation = "first"
+
+    def smallest(self) -> int:
+        return min(min(self.config.capacities), self.depth)
+
+    def round_capacities(self, grid: Grid, rnd: int, sampled: list[int]) -> list[int]:
+        return [self.smallest()] * len(sampled)
 
     def global_blocks(self) -> list[int]:
-        return list(range(min(min(self.config.capacities), self.depth)))
+        return list(range(self.smallest()))
 
 
 class InclusiveFL(FedRA):
