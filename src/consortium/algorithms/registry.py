@@ -73,7 +73,9 @@ class MethodSpec:
 
     ``report`` names a family report of :mod:`consortium.report` (``"fairness"``, ``"fedra"``,
     ``"mtl"``) or is a callable ``report(run_dir)``; it runs once per family after all methods
-    of an experiment ran, so it can compare them.
+    of an experiment ran, so it can compare them. ``check(experiment, options)`` refuses, with
+    a one-line ``ValueError``, an experiment the method cannot run as configured (Aequa without
+    a server validation split); it runs when the experiment is validated, before anything runs.
     """
 
     name: str
@@ -81,6 +83,7 @@ class MethodSpec:
     build: Builder
     description: str
     report: str | Callable[[Path], Any] | None = None
+    check: Callable[[Any, Any], None] | None = None
 
 
 @dataclass

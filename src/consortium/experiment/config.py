@@ -129,6 +129,8 @@ class Experiment(BaseModel):
             options[name] = method_config(
                 spec.config, self.method_options.get(name), self.shared(), name
             )
+            if spec.check is not None and name in self.methods:
+                spec.check(self, options[name])
         self.__dict__["method_options"] = options
         acts: dict[str, Any] = {}
         for name, raw in self.action_options.items():

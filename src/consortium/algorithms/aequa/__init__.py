@@ -17,7 +17,7 @@ from consortium.algorithms.aequa.config import AequaConfig, AequaTrainingTimeCon
 from consortium.algorithms.aequa.evaluator import WidthEvaluator
 from consortium.algorithms.aequa.training_time import AequaTrainingTime
 from consortium.algorithms.aequa.workflow import Aequa
-from consortium.algorithms.fairness import builder
+from consortium.algorithms.fairness import builder, server_validation_check
 from consortium.algorithms.registry import MethodSpec, register_method
 
 __all__ = [
@@ -46,6 +46,7 @@ register_method(
         builder(Aequa, aequa_client_app),
         "Aequa: slimmable model, width rewards allocated after training",
         report="fairness",
+        check=server_validation_check("aequa"),
     )
 )
 register_method(
@@ -55,5 +56,6 @@ register_method(
         builder(AequaTrainingTime, aequa_client_app),
         "Aequa with training-time rewards: members train the width they earned",
         report="fairness",
+        check=server_validation_check("aequa_training_time"),
     )
 )

@@ -3,7 +3,8 @@ phase (members training alone: IPR's baseline and a contribution measure)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -43,6 +44,34 @@ class FairRewardConfig(FederatedConfig):
     @property
     def needs_standalone(self) -> bool:
         return self.measure_standalone or self.contribution == "standalone"
+
+    def validation_use(self) -> str | None:
+        """What the rewards fit on the server's validation split (``None``: nothing).
+
+        A method that fits its allocation on held-out data must never fall back to the test
+        set it is judged on, so such a method refuses to run without that split.
+        """
+        return None
+
+
+def check_validation_split(method: str, config: FairRewardConfig, val_fraction: float) -> None:
+    """Refuse, in one line, a method that fits its rewards on validation data it will not have."""
+    use = config.validation_use()
+    if use is not None and not val_fraction > 0:
+        raise ValueError(
+            f"{method}: {use} on the server's validation split, never on the test set: set "
+            "data.server_val_fraction (e.g. 0.1)"
+        )
+
+
+def server_validation_check(method: str) -> Callable[[Any, FairRewardConfig], None]:
+    """A method's experiment check (``MethodSpec.check``): the ``[data]`` table keeps a server
+    validation split whenever the method's options need one."""
+
+    def check(experiment: Any, config: FairRewardConfig) -> None:
+        check_validation_split(method, config, float(experiment.data.server_val_fraction))
+
+    return check
 
 
 class OwnModelConfig(FairRewardConfig):
