@@ -194,7 +194,7 @@ class DMTRL(Workflow):
         metrics: dict[str, Any] = {"omega_steps": self.omega_steps, "sigma": self.sigma}
         losses = member_values(replies, "loss_mean", m)
         conjugates = member_values(replies, "conjugate_mean", m)
-        rel_gap = primal = None
+        rel_gap = primal = joint = None
         new_stage = False
         if losses is not None and conjugates is not None:
             primal = primal_value(losses, w, self.metric)
@@ -234,7 +234,10 @@ class DMTRL(Workflow):
         # 4. Ω-step when the W-step is solved or has run omega_every rounds; else maybe done.
         tolerance = self.w_step_tolerance
         solved = rel_gap is not None and rel_gap <= tolerance
-        target = max(tolerance, cfg.inexact * self.last_change)
+        # How well the W-step must be solved before an Ω-step: relative to the whole problem's
+        # gap when it is known (the W-step's part of it small), else to the last ΔΩ.
+        rough = self.last_change if joint is None else joint
+        target = max(tolerance, cfg.inexact * rough)
         roughly = rel_gap is not None and rel_gap <= target
         may_update = not self.omega_converged
         if may_update and (roughly or new_stage or self.phase_rounds >= cfg.omega_every):
