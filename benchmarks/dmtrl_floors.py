@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--floors", default=",".join(f"{f:g}" for f in FLOOR_GRID))
     p.add_argument("--rounds", type=int, default=3000, help="DMTRL's round budget")
     p.add_argument("--local-passes", type=float, default=5.0, help="DMTRL's local_passes")
+    p.add_argument("--max-outer", type=int, default=5000, help="centralised MTRL's Ω-step cap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-distributed", action="store_true", help="centralised MTRL only")
     args = p.parse_args()
@@ -78,7 +79,14 @@ def main() -> None:
         lam2 = min(DEFAULT_GRID, key=lambda lam: (choice.scores[(lam, floor)], -lam))
         t0 = time.process_time()
         ref = fit_mtrl(
-            sets, "squared", 0.0, lam2, floor, tol=1e-10, max_outer=5000, **alternation(defaults)
+            sets,
+            "squared",
+            0.0,
+            lam2,
+            floor,
+            tol=1e-10,
+            max_outer=args.max_outer,
+            **alternation(defaults),
         )
         t_ref = time.process_time() - t0
         mark = " (chosen)" if (lam2, floor) == choice.best else ""

@@ -4,8 +4,8 @@ Alternating exact W-steps with MTRL's closed-form Ω-step (``objective.omega_ste
 majorise–minimise scheme for a jointly convex problem, and near the constraint
 ``Ω ⪰ (floor/m) I`` it stalls: an eigen-direction of Ω held at the floor makes W drop its
 component along it (the penalty there is ``m/floor``), so the next Ω-step sees nothing that
-would turn it. With ``floor = 1e-6`` on the synthetic experiment the plain alternation
-"converges" (ΔΩ ~ 1e-7 per step) 7 % above the optimum (docs/methods/dmtrl.md). Three pieces
+would turn it: with ``floor = 1e-6`` the plain alternation stalls above the optimum
+(docs/methods/dmtrl.md, ``tests/algorithms/mtl/test_omega.py``). Three pieces
 make the alternation fast and its end verifiable; centralised MTRL and DMTRL share them:
 
 1. **A certificate** (:func:`joint_dual_value`, ``λ1 = 0``). For any dual variables α,
