@@ -183,6 +183,7 @@ def main() -> None:
     p.add_argument("--narrow-every", type=int)
     p.add_argument("--sub-batch", type=float)
     p.add_argument("--algorithm1", action="store_true", help="Algorithm 1 as reconstructed")
+    p.add_argument("--distill", action="store_true", help="in-place distillation of sub-widths")
     p.add_argument("--matrix", action="store_true", help="the four settings of the docs")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings)")
     args = p.parse_args()
@@ -201,11 +202,14 @@ def main() -> None:
     }
     if args.algorithm1:
         aequa_options["training"] = "algorithm1"
+    if args.distill:
+        aequa_options["distill"] = True
     effective = AequaConfig(**aequa_options)
     print(
         f"aequa: training={effective.training} narrow_every={effective.narrow_every} "
         f"sub_batch={effective.sub_batch} p_min={effective.p_min} rule={effective.width_rule} "
-        f"num_random={effective.num_random}; {args.clients} members, epochs={args.epochs}, "
+        f"num_random={effective.num_random} distill={effective.distill}; {args.clients} members, "
+        f"epochs={args.epochs}, "
         f"lr={args.lr}, torch threads={torch.get_num_threads()}, seed={args.seed}"
     )
     settings = (
