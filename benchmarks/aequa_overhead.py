@@ -1,31 +1,39 @@
-"""What does Aequa's slimmable training cost? One Aequa round vs one FedAvg round.
+"""What does Aequa's slimmable training cost? Aequa's round against FedAvg's, at equal accuracy.
 
-Both train the same slimmable model (``slim_cnn`` at full width for FedAvg) from the same
-weights on the same members' data, with the same batches, in one process; each round is the
-workflow's ``run_round`` without the per-round evaluation (messages, local training,
-validation of replies, aggregation). The extra cost of Aequa is the narrower network(s)
-trained on every batch. Prints the median ratio of round times over repeats (the paper reports
-1.309x; our target is <= 1.25x), then (``--rounds > 0``) trains both for that many rounds and
-prints the full-width test accuracies, since a cheaper round only counts at equal accuracy
-(target: within 1 point).
+FedAvg and Aequa train the same slimmable model (FedAvg at full width only) from the same
+weights on the same members' data with the same batches, side by side in one process: round r
+of one, then round r of the other, the order alternating, so drift in the machine's load hits
+both alike. Each round is the workflow's ``run_round`` (messages, local training, checks of the
+replies, aggregation) without evaluation; wall and CPU time (``time.process_time``) are taken
+per round, and the median ratio over the rounds after the first is printed (the paper reports
+1.309x; our target is <= 1.25x). After the last round both full-width models are scored on
+the test set: a cheaper round only counts at equal accuracy (target: within 1 point). Aequa's
+narrowest reward, width ``p_min``, is scored too.
 
-    python benchmarks/aequa_overhead.py [--clients 10] [--samples 6000] [--repeats 7]
-        [--p-min 0.1] [--sub-batch 1.0] [--rounds 10]
+Aequa runs with its defaults unless options are given (``--algorithm1``: the reconstructed
+Algorithm 1, narrower widths on every batch). ``--matrix`` runs the four settings of
+docs/methods/aequa.md (Fashion-MNIST and digits, slim CNN and slim ResNet-18) one after the
+other and prints one table.
+
+    python benchmarks/aequa_overhead.py [--dataset fashion_mnist] [--model slim_cnn]
+        [--rounds 30] [--samples 6000] [--narrow-every K] [--sub-batch S] [--algorithm1]
+    python benchmarks/aequa_overhead.py --matrix
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from consortium.algorithms.aequa import Aequa, AequaConfig, aequa_client_app
+from consortium.algorithms.aequa import Aequa, AequaConfig, WidthEvaluator, aequa_client_app
 from consortium.algorithms.base.supervised import initial_arrays
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
-from consortium.core.run import run_workflow
 from consortium.data import DatasetNotFoundError, build_federated_data
 from consortium.models import build_model
 from consortium.models import slimmable as _slimmable  # noqa: F401  (registers slim_cnn)
@@ -33,137 +41,211 @@ from consortium.runtime import LocalRuntime
 from consortium.training import LocalTrainConfig
 
 NEVER = 10**6
+#: The settings of ``--matrix``: (dataset, model, model options, training samples, rounds,
+#: batch size). The ResNet-18 keeps its depth (four stages of two blocks) at a quarter of the
+#: standard channels so 20 rounds fit a CPU; --model-options changes that.
+MATRIX: list[tuple[str, str, dict[str, Any], int, int, int]] = [
+    ("fashion_mnist", "slim_cnn", {}, 6000, 30, 64),
+    ("digits", "slim_cnn", {}, 0, 30, 16),
+    ("fashion_mnist", "slim_resnet18", {"channels": [16, 32, 64, 128]}, 2000, 20, 64),
+    ("digits", "slim_resnet18", {"channels": [16, 32, 64, 128]}, 0, 20, 16),
+]
+
+
+@dataclass
+class Outcome:
+    """One setting's result: timing ratios (medians over rounds) and final accuracies."""
+
+    label: str
+    wall_fedavg: float
+    wall_aequa: float
+    wall_ratio: float
+    cpu_ratio: float
+    cpu_ratio_range: tuple[float, float]
+    acc_fedavg: float
+    acc_aequa: float
+    acc_aequa_pmin: float
+    p_min: float
+
+    @property
+    def points(self) -> float:
+        return 100 * (self.acc_aequa - self.acc_fedavg)
+
+
+def build_data(dataset: str, clients: int, samples: int, seed: int) -> Any:
+    kw: dict[str, Any] = {"num_clients": clients, "scheme": "iid", "server_val_fraction": 0.1}
+    if samples > 0:
+        kw["max_samples"] = samples
+    try:
+        return build_federated_data(dataset, seed=seed, **kw)
+    except DatasetNotFoundError as err:
+        print(f"{err}\nfalling back to digits")
+        kw.pop("max_samples", None)
+        return build_federated_data("digits", seed=seed, **kw)
+
+
+def compare(
+    dataset: str,
+    model: str,
+    model_options: dict[str, Any],
+    samples: int,
+    rounds: int,
+    local: LocalTrainConfig,
+    aequa_options: dict[str, Any],
+    clients: int = 10,
+    seed: int = 0,
+) -> Outcome:
+    """Train FedAvg and Aequa side by side for ``rounds`` rounds; time and score both."""
+    data = build_data(dataset, clients, samples, seed)
+
+    def model_fn() -> torch.nn.Module:
+        return build_model(model, data.input_shape, data.num_classes, **model_options)
+
+    aequa_cfg = AequaConfig(
+        rounds=NEVER,
+        local=local,
+        contribution="data_size",
+        measure_standalone=False,
+        evaluate_clients=False,
+        eval_every=NEVER,
+        **aequa_options,
+    )
+    fedavg_cfg = FedAvgConfig(rounds=NEVER, local=local, eval_every=NEVER, evaluate_clients=False)
+    no_x, no_y = data.test_x[:0], data.test_y[:0]
+    app = aequa_client_app(model_fn, "cpu")  # has FedAvg's "train" and Aequa's "aequa_train"
+    init = initial_arrays(model_fn, seed)
+    sides: dict[str, Any] = {
+        "fedavg": FedAvg(fedavg_cfg, model_fn, no_x, no_y, device="cpu"),
+        "aequa": Aequa(aequa_cfg, model_fn, data.val_x, data.val_y, no_x, no_y, device="cpu"),
+    }
+    grids = {n: LocalRuntime(app, data.client, data.num_clients, seed=seed) for n in sides}
+    for wf in sides.values():
+        wf.weights = dict(init)
+    wall: dict[str, list[float]] = {n: [] for n in sides}
+    cpu: dict[str, list[float]] = {n: [] for n in sides}
+    for rnd in range(1, rounds + 1):
+        order = list(sides) if rnd % 2 else list(reversed(sides))
+        for name in order:
+            grids[name].start_round(rnd)
+            w0, c0 = time.perf_counter(), time.process_time()
+            sides[name].run_round(grids[name], rnd)
+            if rnd > 1:  # the first round warms caches and allocators
+                wall[name].append(time.perf_counter() - w0)
+                cpu[name].append(time.process_time() - c0)
+    ratios = [a / f for a, f in zip(wall["aequa"], wall["fedavg"], strict=True)]
+    cpu_ratios = [a / f for a, f in zip(cpu["aequa"], cpu["fedavg"], strict=True)]
+    score = WidthEvaluator(model_fn, data.test_x, data.test_y, "cpu")
+    q1, _, q3 = statistics.quantiles(cpu_ratios, n=4) if len(cpu_ratios) > 1 else [0, 0, 0]
+    return Outcome(
+        label=f"{data.name} / {model}",
+        wall_fedavg=statistics.median(wall["fedavg"]),
+        wall_aequa=statistics.median(wall["aequa"]),
+        wall_ratio=statistics.median(ratios),
+        cpu_ratio=statistics.median(cpu_ratios),
+        cpu_ratio_range=(q1, q3),
+        acc_fedavg=score(sides["fedavg"].weights),
+        acc_aequa=score(sides["aequa"].weights),
+        acc_aequa_pmin=score(sides["aequa"].weights, aequa_cfg.p_min),
+        p_min=aequa_cfg.p_min,
+    )
+
+
+def report(out: Outcome) -> None:
+    print(f"fedavg round   median {out.wall_fedavg:.3f} s (wall)")
+    print(f"aequa round    median {out.wall_aequa:.3f} s (wall)")
+    print(
+        f"ratio aequa/fedavg: median {out.wall_ratio:.3f} (wall), {out.cpu_ratio:.3f} (CPU time; "
+        f"quartiles {out.cpu_ratio_range[0]:.3f}-{out.cpu_ratio_range[1]:.3f}); paper 1.309, "
+        "target <= 1.25"
+    )
+    print(
+        f"full-width test accuracy: fedavg {out.acc_fedavg:.4f}, aequa {out.acc_aequa:.4f} "
+        f"(difference {out.points:+.2f} points; target within 1); aequa at p_min={out.p_min:g}: "
+        f"{out.acc_aequa_pmin:.4f}"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--model", default="slim_cnn")
+    p.add_argument("--model-options", default="{}", help="JSON, e.g. '{\"channels\": [8, 16]}'")
     p.add_argument("--clients", type=int, default=10)
-    p.add_argument("--samples", type=int, default=6000, help="training pool size")
+    p.add_argument("--samples", type=int, default=6000, help="pool size (0: the whole dataset)")
+    p.add_argument("--rounds", type=int, default=30, help="rounds both train (and are timed)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--model", default="slim_cnn")
-    p.add_argument("--p-min", type=float, default=0.1)
-    p.add_argument("--width-rule", default="random", choices=["random", "sandwich"])
-    p.add_argument("--num-random", type=int, default=1)
-    p.add_argument("--sub-batch", type=float, default=1.0)
-    p.add_argument("--rounds", type=int, default=10, help="accuracy check (0: skip)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--p-min", type=float)
+    p.add_argument("--width-rule", choices=["random", "sandwich"])
+    p.add_argument("--num-random", type=int)
+    p.add_argument("--narrow-every", type=int)
+    p.add_argument("--sub-batch", type=float)
+    p.add_argument("--algorithm1", action="store_true", help="Algorithm 1 as reconstructed")
+    p.add_argument("--distill", action="store_true", help="in-place distillation of sub-widths")
+    p.add_argument("--matrix", action="store_true", help="the four settings of the docs")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    try:
-        data = build_federated_data(
-            args.dataset,
-            num_clients=args.clients,
-            scheme="iid",
-            max_samples=args.samples,
-            server_val_fraction=0.1,
-            seed=0,
+    aequa_options: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("p_min", args.p_min),
+            ("width_rule", args.width_rule),
+            ("num_random", args.num_random),
+            ("narrow_every", args.narrow_every),
+            ("sub_batch", args.sub_batch),
         )
-    except DatasetNotFoundError as err:
-        print(f"{err}\nfalling back to digits")
-        data = build_federated_data(
-            "digits", num_clients=args.clients, scheme="iid", server_val_fraction=0.1, seed=0
+        if value is not None
+    }
+    if args.algorithm1:
+        aequa_options["training"] = "algorithm1"
+    if args.distill:
+        aequa_options["distill"] = True
+    effective = AequaConfig(**aequa_options)
+    print(
+        f"aequa: training={effective.training} narrow_every={effective.narrow_every} "
+        f"sub_batch={effective.sub_batch} p_min={effective.p_min} rule={effective.width_rule} "
+        f"num_random={effective.num_random} distill={effective.distill}; {args.clients} members, "
+        f"epochs={args.epochs}, "
+        f"lr={args.lr}, torch threads={torch.get_num_threads()}, seed={args.seed}"
+    )
+    settings = (
+        MATRIX
+        if args.matrix
+        else [
+            (
+                args.dataset,
+                args.model,
+                json.loads(args.model_options),
+                args.samples,
+                args.rounds,
+                args.batch_size,
+            )
+        ]
+    )
+    rows = []
+    for dataset, model, options, samples, rounds, batch in settings:
+        local = LocalTrainConfig(epochs=args.epochs, batch_size=batch, lr=args.lr)
+        print(f"\n{dataset} / {model} {options or ''}: {rounds} rounds, batch {batch}")
+        out = compare(
+            dataset, model, options, samples, rounds, local, aequa_options, args.clients, args.seed
         )
-
-    def model_fn() -> torch.nn.Module:
-        return build_model(args.model, data.input_shape, data.num_classes)
-
-    local = LocalTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    aequa_cfg = AequaConfig(
-        rounds=NEVER,
-        local=local,
-        p_min=args.p_min,
-        width_rule=args.width_rule,
-        num_random=args.num_random,
-        sub_batch=args.sub_batch,
-        contribution="data_size",
-        measure_standalone=False,
-        eval_every=NEVER,
-    )
-    fedavg_cfg = FedAvgConfig(rounds=NEVER, local=local, eval_every=NEVER, evaluate_clients=False)
-    empty_x, empty_y = data.test_x[:0], data.test_y[:0]
-    app = aequa_client_app(model_fn, "cpu")  # has FedAvg's "train" and Aequa's "aequa_train"
-    grid = LocalRuntime(app, data.client, data.num_clients, seed=0)
-    init = initial_arrays(model_fn, 0)
-
-    def fedavg_round(rnd: int) -> None:
-        wf = FedAvg(fedavg_cfg, model_fn, empty_x, empty_y, device="cpu")
-        wf.weights = dict(init)
-        grid.start_round(rnd)
-        wf.run_round(grid, rnd)
-
-    def aequa_round(rnd: int) -> None:
-        wf = Aequa(aequa_cfg, model_fn, data.val_x, data.val_y, empty_x, empty_y, device="cpu")
-        wf.weights = dict(init)
-        grid.start_round(rnd)
-        wf.run_round(grid, rnd)
-
-    def timed(fn, rnd: int) -> tuple[float, float]:
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn(rnd)
-        return time.perf_counter() - w0, time.process_time() - c0
-
-    wall: dict[str, list[float]] = {"fedavg": [], "aequa": []}
-    cpu: dict[str, list[float]] = {"fedavg": [], "aequa": []}
-    for rep in range(args.repeats + 1):
-        # Alternate which side goes first so drift in machine load hits both alike.
-        order = [("fedavg", fedavg_round), ("aequa", aequa_round)]
-        if rep % 2:
-            order.reverse()
-        results = {name: timed(fn, rep + 1) for name, fn in order}
-        if rep > 0:  # the first repeat warms caches and allocators
-            for name, (w, c) in results.items():
-                wall[name].append(w)
-                cpu[name].append(c)
-
-    ratios = [a / f for a, f in zip(wall["aequa"], wall["fedavg"], strict=True)]
-    cpu_ratios = [a / f for a, f in zip(cpu["aequa"], cpu["fedavg"], strict=True)]
-    n_samples = sum(len(data.client(c).train_indices) for c in grid.client_ids)
-    print(
-        f"data={data.name} clients={args.clients} samples={n_samples} epochs={args.epochs} "
-        f"batch={args.batch_size} model={args.model} p_min={args.p_min} "
-        f"rule={args.width_rule} num_random={args.num_random} sub_batch={args.sub_batch} "
-        f"repeats={args.repeats} threads={torch.get_num_threads()}"
-    )
-    print(f"fedavg round   median {statistics.median(wall['fedavg']):.3f} s")
-    print(f"aequa round    median {statistics.median(wall['aequa']):.3f} s")
-    print(
-        f"ratio aequa/fedavg: median {statistics.median(ratios):.3f} "
-        f"(min {min(ratios):.3f}, max {max(ratios):.3f}); paper 1.309, target <= 1.25"
-    )
-    print(f"ratio of CPU time:  median {statistics.median(cpu_ratios):.3f}")
-
-    if args.rounds > 0:
-        accs = {}
-        for name in ("fedavg", "aequa"):
-            if name == "fedavg":
-                cfg = FedAvgConfig(
-                    rounds=args.rounds, local=local, eval_every=NEVER, evaluate_clients=False
-                )
-                wf = FedAvg(cfg, model_fn, data.test_x, data.test_y, device="cpu")
-            else:
-                cfg_a = replace(aequa_cfg, rounds=args.rounds, evaluate_clients=False)
-                wf = Aequa(
-                    cfg_a,
-                    model_fn,
-                    data.val_x,
-                    data.val_y,
-                    data.test_x,
-                    data.test_y,
-                    device="cpu",
-                )
-            g = LocalRuntime(app, data.client, data.num_clients, seed=0)
-            result = run_workflow(wf, g, progress=False)
-            accs[name] = result.summary["test_accuracy"]
+        report(out)
+        rows.append(out)
+    if len(rows) > 1:
         print(
-            f"full-width test accuracy after {args.rounds} rounds: fedavg {accs['fedavg']:.4f}, "
-            f"aequa {accs['aequa']:.4f} (difference {100 * (accs['aequa'] - accs['fedavg']):+.2f}"
-            " points; target within 1)"
+            "\n| setting | round ratio (CPU) | round ratio (wall) | full-width acc FedAvg "
+            "| full-width acc Aequa | difference (points) | Aequa at p_min |"
         )
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r.label} | {r.cpu_ratio:.3f} | {r.wall_ratio:.3f} | {r.acc_fedavg:.4f} "
+                f"| {r.acc_aequa:.4f} | {r.points:+.2f} | {r.acc_aequa_pmin:.4f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 
@@ -39,10 +40,12 @@ def test_lambda_selection_is_shown_on_the_command_line(tmp_path, capsys):
     exp.write_text(DMTRL)
     assert main(["run", str(exp), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    for i, lam in enumerate(("0.01", "0.1", "1"), 1):
-        assert f"choosing λ by validation: λ = {lam} ({i} of 3," in out
+    lines = re.findall(r"choosing λ by validation: λ = (\S+?),? .*?\((\d+) of (\d+),", out)
+    assert {lam for lam, _, _ in lines} == {"0.01", "0.1", "1"}  # every λ of the grid
+    total = int(lines[0][2])
+    assert [int(i) for _, i, _ in lines] == list(range(1, total + 1))  # each fit, in order
     # before the run's rounds: the lines come first, then the table of the finished run
-    assert out.index("(3 of 3,") < out.index("dmtrl")
+    assert out.index(f"({total} of {total},") < out.index("dmtrl")
 
 
 def test_the_selection_tells_say_before_each_fit():

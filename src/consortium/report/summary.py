@@ -9,6 +9,7 @@ there were, and which methods stopped (their ``stopped.json``) and why.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,17 @@ COLUMNS: list[tuple[str, str]] = [
     ("replies_rejected", "rejected"),
 ]
 
-# Shown only when some method reports them (regression tasks have no accuracy).
+# Shown only when some method reports them (regression tasks have no accuracy; the fairness
+# columns are the fair-reward methods': ρ and the headline IPR on the server's test set).
 OPTIONAL_COLUMNS: list[tuple[str, str]] = [
     ("mean_rmse", "mean RMSE"),
     ("mean_explained_variance", "mean expl. var."),
+    ("pearson", "ρ"),
+    ("ipr", "IPR (test set)"),
+    ("ipr_own_view", "IPR (own views)"),
+    ("reward_accuracy_range", "reward acc range"),
 ]
+FAIRNESS_KEYS = frozenset({"pearson", "ipr", "ipr_own_view", "reward_accuracy_range"})
 
 
 #: Shown only when some method did not finish.
@@ -93,12 +100,16 @@ def collect(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _fmt(key: str, value: Any) -> str:
-    if value is None:
-        return "—"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"  # undefined (e.g. ρ when every member got the same model)
+    if isinstance(value, list) and len(value) == 2:
+        return f"{_fmt(key, value[0])}–{_fmt(key, value[1])}"
     if key.startswith("bytes"):
         return f"{value / 1e6:.2f}"
     if isinstance(value, float):
-        return f"{value:.1f}" if key == "wall_time_s" else f"{value:.4f}"
+        if key == "wall_time_s":
+            return f"{value:.1f}"
+        return f"{value:.3f}" if key in FAIRNESS_KEYS else f"{value:.4f}"
     return str(value)
 
 

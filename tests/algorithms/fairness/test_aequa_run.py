@@ -109,12 +109,12 @@ def test_training_time_variant_sends_each_member_its_width(digits):
     wf, grid = aequa(
         digits,
         cls=AequaTrainingTime,
-        rounds=4,
+        rounds=5,
         warmup_rounds=2,
         curve_step=0.2,
         contribution="data_size",
         measure_standalone=False,
-        eval_every=4,
+        eval_every=5,
     )
     result = run_workflow(wf, grid, progress=False)
     warm, late = result.rounds[1], result.rounds[-1]  # rounds[0] is the set-up phase

@@ -40,6 +40,7 @@ def make(data, rounds=400, failure_rate=0.0, seed=0, **kw):
         local_passes=1.0,
         gap_tolerance=1e-12,
         omega_tolerance=1e-11,
+        joint_tolerance=1e-11,
     )
     options.update(kw)
     wf = DMTRL(DMTRLConfig(**options), data.dim, data.kind, data.true_correlation)

@@ -17,7 +17,7 @@ from consortium.algorithms.aequa.config import AequaConfig, AequaTrainingTimeCon
 from consortium.algorithms.aequa.evaluator import WidthEvaluator
 from consortium.algorithms.aequa.training_time import AequaTrainingTime
 from consortium.algorithms.aequa.workflow import Aequa
-from consortium.algorithms.fairness import builder
+from consortium.algorithms.fairness import builder, server_validation_check
 from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
 from consortium.config import ConfigError
 from consortium.models.slimmable import require_slimmable
@@ -56,7 +56,7 @@ register_method(
         builder(Aequa, aequa_client_app),
         "Aequa: slimmable model, width rewards allocated after training",
         report="fairness",
-        check=needs_slimmable,
+        check=server_validation_check("aequa", needs_slimmable),
     )
 )
 register_method(
@@ -66,6 +66,6 @@ register_method(
         builder(AequaTrainingTime, aequa_client_app),
         "Aequa with training-time rewards: members train the width they earned",
         report="fairness",
-        check=needs_slimmable,
+        check=server_validation_check("aequa_training_time", needs_slimmable),
     )
 )

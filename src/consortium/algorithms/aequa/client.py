@@ -3,9 +3,10 @@
 Handlers (besides the supervised ``train`` / ``evaluate`` and the reference's ``train_alone``):
 
 * ``aequa_train`` — the received model (the full slimmable model, or a width-``w`` sub-model
-  in the training-time variant) is trained with Algorithm 1's objective: on every batch, the
-  loss of its widest network plus the loss of ``num_random`` narrower networks drawn from
-  ``[p_min, 1]`` (``sandwich``: the narrowest one too), all sharing weights;
+  in the training-time variant) is trained with Algorithm 1's objective: the loss of its
+  widest network plus the loss of ``num_random`` narrower networks drawn from ``[p_min, 1]``
+  (``sandwich``: the narrowest one too), all sharing weights; the narrower terms on every
+  batch (``training = "algorithm1"``) or on one batch in ``narrow_every`` (the default);
 * ``evaluate_width`` — the member loads a reward sub-model of the width named in the config
   and scores it on its own test view;
 * ``describe`` — the member's number of training samples (a data-size contribution).
@@ -91,34 +92,39 @@ def step_widths(rng: np.random.Generator, low: float, rule: str, num_random: int
 def slimmable_loss(
     rng: np.random.Generator,
     low: float,
-    rule: str,
-    num_random: int,
-    distill: bool,
-    temperature: float,
+    wt: WidthTraining,
     record: list[float],
-    sub_batch: float = 1.0,
 ) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Algorithm 1's per-batch objective as a ``training.train_local`` loss function.
+    """Aequa's per-batch objective as a ``training.train_local`` loss function.
 
     ``ℓ(θ; batch) + Σ_p ℓ(θ_p; batch)``: the widest network fits the labels; each sampled
-    narrower network fits the labels too, or (``distill``) the widest network's softened,
-    detached predictions (in-place distillation). With ``sub_batch < 1`` the narrower networks
-    see only a random ``⌈sub_batch·B⌉`` of the batch's samples (a cheaper estimate of their
-    loss; the widest network always sees the whole batch). The widest network's own loss is
-    appended to ``record`` so the member reports a loss comparable with FedAvg's.
+    narrower network (``low`` is ``p_min`` in the received network's terms) fits the labels
+    too, or (``distill``) the widest network's softened, detached predictions (in-place
+    distillation). Algorithm 1 adds the narrower terms on every batch; the budget training
+    (the default) on one batch in ``narrow_every``, starting at a random batch, so a round
+    costs one narrower pass per ``narrow_every`` full ones. With ``sub_batch < 1`` the
+    narrower networks see only a random ``⌈sub_batch·B⌉`` of the batch's samples (the widest
+    always sees the whole batch). The widest network's own loss is appended to ``record`` so
+    the member reports a loss comparable with FedAvg's.
     """
+    every = wt.batches_per_narrow_pass
+    phase = int(rng.integers(every))  # which batches of the round train narrower widths
+    seen = [0]
 
     def loss_fn(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         logits = model(xb, width=1.0)
         full = F.cross_entropy(logits, yb)
         record.append(float(full.detach()))
         loss = full
-        widths = step_widths(rng, low, rule, num_random)
+        seen[0] += 1
+        if (seen[0] - 1 - phase) % every:
+            return loss
+        widths = step_widths(rng, low, wt.width_rule, wt.num_random)
         if not widths:
             return loss
-        soft = F.softmax(logits.detach() / temperature, dim=1) if distill else None
-        if sub_batch < 1.0:
-            keep = max(1, math.ceil(sub_batch * len(yb)))
+        soft = F.softmax(logits.detach() / wt.temperature, dim=1) if wt.distill else None
+        if wt.sub_batch < 1.0:
+            keep = max(1, math.ceil(wt.sub_batch * len(yb)))
             rows = torch.from_numpy(np.sort(rng.choice(len(yb), keep, replace=False)))
             rows = rows.to(xb.device)
             xb, yb = xb[rows], yb[rows]
@@ -128,8 +134,8 @@ def slimmable_loss(
             if soft is None:
                 loss = loss + F.cross_entropy(out, yb)
             else:
-                log_p = F.log_softmax(out / temperature, dim=1)
-                loss = loss + F.kl_div(log_p, soft, reduction="batchmean") * temperature**2
+                log_p = F.log_softmax(out / wt.temperature, dim=1)
+                loss = loss + F.kl_div(log_p, soft, reduction="batchmean") * wt.temperature**2
         return loss
 
     return loss_fn
@@ -150,16 +156,8 @@ def add_aequa_handlers(app: ClientApp, model_fn: ModelFn, device: str = "auto") 
         # Widths are drawn in the full model's terms; the received network is the widest here.
         low = min(1.0, wt.p_min / width)
         record: list[float] = []
-        loss_fn = slimmable_loss(
-            np.random.default_rng(derive_seed(ctx.seed, "widths")),
-            low,
-            wt.width_rule,
-            wt.num_random,
-            wt.distill,
-            wt.temperature,
-            record,
-            wt.sub_batch,
-        )
+        rng = np.random.default_rng(derive_seed(ctx.seed, "widths"))
+        loss_fn = slimmable_loss(rng, low, wt, record)
         metrics = train_member(model, ctx, cfg, device=models.device, loss_fn=loss_fn)
         if record:
             metrics["train_loss"] = float(np.mean(record))

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from consortium.algorithms.base.config import AveragingConfig
 from consortium.algorithms.fairness.config import FairRewardConfig
 from consortium.config import Options
+
+#: Default of ``narrow_every`` (docs/methods/aequa.md, "Round time", says how it was chosen).
+NARROW_EVERY = 4
 
 
 class WidthTraining(Options):
@@ -36,16 +39,44 @@ class WidthTraining(Options):
         False, description="in-place distillation: sub-widths fit the full width's predictions"
     )
     temperature: float = Field(1.0, gt=0, description="softmax temperature of distillation")
+    training: Literal["budget", "algorithm1"] = Field(
+        "budget",
+        description="budget: narrower widths on one batch in narrow_every (a round costs at "
+        "most ~1.25x FedAvg's); algorithm1: on every batch (Algorithm 1 as reconstructed)",
+    )
+    narrow_every: int = Field(
+        NARROW_EVERY,
+        ge=1,
+        le=1000,
+        description="budget training: one batch in this many also trains a narrower width",
+    )
     sub_batch: float = Field(
         1.0,
         gt=0,
         le=1,
-        description="share of each batch the narrower widths train on (1: Algorithm 1)",
+        description="share of a batch the narrower widths train on (1: the whole batch)",
     )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> WidthTraining:
+        if self.training == "algorithm1" and "narrow_every" in self.model_fields_set:
+            raise ValueError(
+                "narrow_every: algorithm1 trains narrower widths on every batch; drop "
+                "narrow_every, or use training = 'budget'"
+            )
+        return self
+
+    @property
+    def batches_per_narrow_pass(self) -> int:
+        """1 under Algorithm 1, else ``narrow_every``."""
+        return 1 if self.training == "algorithm1" else self.narrow_every
 
     def message_config(self) -> dict[str, Any]:
         """The width settings, flat for a training message's config."""
-        return self.model_dump(include=set(WidthTraining.model_fields))
+        fields = set(WidthTraining.model_fields)
+        if self.training == "algorithm1":
+            fields.discard("narrow_every")
+        return self.model_dump(include=fields)
 
 
 class AequaConfig(WidthTraining, FairRewardConfig, AveragingConfig):
@@ -66,6 +97,11 @@ class AequaConfig(WidthTraining, FairRewardConfig, AveragingConfig):
         description="nearest: the width whose accuracy is closest to the target; "
         "first_reaching: the narrowest width reaching it",
     )
+
+    def validation_use(self) -> str | None:
+        if self.contribution == "standalone":
+            return "the width curve and the standalone contributions are measured"
+        return "the width curve is measured"
 
 
 class AequaTrainingTimeConfig(AequaConfig):

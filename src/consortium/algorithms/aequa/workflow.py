@@ -47,7 +47,8 @@ class Aequa(Averaging, FairRewardWorkflow[AequaConfig]):
     Members run :func:`~consortium.algorithms.aequa.client.aequa_client_app`; the parameters
     are :class:`~consortium.algorithms.fairness.workflow.FairRewardWorkflow`'s, with a
     slimmable ``model_fn`` (``slim_cnn``, ``slim_resnet18``, ...). The accuracy-vs-width curve
-    is measured on the validation split; without one, on the test set, and the summary says so.
+    is measured on the server's validation split, which must not be empty: rewards fitted on
+    the test set would be judged on the data they were fitted to.
     """
 
     name = "aequa"
@@ -55,19 +56,14 @@ class Aequa(Averaging, FairRewardWorkflow[AequaConfig]):
 
     def __init__(self, config: AequaConfig, model_fn: ModelFn, *args: Any, **kwargs: Any) -> None:
         require_slimmable(model_fn())
-        super().__init__(config, model_fn, *args, **kwargs)
-        self.curve_split = "validation"
-        if len(self.val) == 0:
-            log.warning("no server validation split: the width curve is measured on the test set")
-            self.val, self.curve_split = self.test, "test"
+        super().__init__(config, model_fn, *args, **kwargs)  # refuses an empty validation split
         self.tracker = CosineContribution(config.contribution_alpha)
 
     # -- set-up ---------------------------------------------------------------------------
 
     def setup(self, grid: Grid) -> dict[str, Any]:
-        val = self.val if self.curve_split == "validation" else None
         sizes = self.config.contribution == "data_size"
-        self.standalone_phase(grid, sizes=sizes, val=val, test=self.test)
+        self.standalone_phase(grid, sizes=sizes, val=self.val, test=self.test)
         out: dict[str, Any] = {}
         if self.standalone is not None:
             out["standalone_accuracy"] = {str(k): v for k, v in self.standalone.own.items()}
@@ -149,7 +145,7 @@ class Aequa(Averaging, FairRewardWorkflow[AequaConfig]):
         summary: dict[str, Any] = {
             "test_accuracy": self.test(self.weights),
             "contribution_kind": cfg.contribution,
-            "curve_split": self.curve_split,
+            "curve_split": "validation",
             "p_min": cfg.p_min,
             **allocation.as_dict(),
             **reward_summary(contributions, reward_test, own, self.standalone, allocation.widths),

@@ -11,7 +11,7 @@ from consortium.algorithms.cgsv.rules import (
     update_reputations,
 )
 from consortium.algorithms.cgsv.workflow import CGSV
-from consortium.algorithms.fairness import builder, own_model_client_app
+from consortium.algorithms.fairness import builder, own_model_client_app, server_validation_check
 from consortium.algorithms.registry import MethodSpec, builds_model, register_method
 
 __all__ = [
@@ -30,6 +30,6 @@ register_method(
         builder(CGSV, own_model_client_app),
         "CGSV: cosine reputations, masked rewards",
         report="fairness",
-        check=builds_model,
+        check=server_validation_check("cgsv", builds_model),
     )
 )

@@ -6,6 +6,8 @@ from consortium.algorithms.fairness.config import (
     ContributionKind,
     FairRewardConfig,
     OwnModelConfig,
+    check_validation_split,
+    server_validation_check,
 )
 from consortium.algorithms.fairness.contribution import (
     CosineContribution,
@@ -36,6 +38,7 @@ __all__ = [
     "StandaloneResult",
     "add_own_model_handlers",
     "builder",
+    "check_validation_split",
     "collect_data_sizes",
     "cosine",
     "describe_handler",
@@ -43,6 +46,7 @@ __all__ = [
     "rescale",
     "reward_summary",
     "run_standalone_phase",
+    "server_validation_check",
     "setup_phase",
     "standalone_cache",
     "static_contributions",

@@ -7,10 +7,11 @@ same numbers under the same keys, computed the same way:
 * ``contributions`` — the contribution of each member the rewards are judged against;
 * ``reward_test_accuracy`` — each member's reward model on the server's test set, the common
   yardstick of the fair-reward literature (CGSV, IAFL score every model on one test set);
-  ``pearson`` is computed on it;
+  ``pearson``, ``ipr`` (reward ≥ what the member trained alone, both on that test set: the
+  headline IPR, as IAFL's code computes it) and ``reward_accuracy_range`` ([min, max]) use it;
 * ``client_accuracy`` / ``mean_client_accuracy`` — the reward on each member's own test view,
-  measured by the member; ``pearson_own_view`` and ``ipr`` (reward ≥ standalone, both on the
-  member's own test view) use it; ``ipr_global`` compares on the server's test set instead.
+  measured by the member; ``pearson_own_view`` and ``ipr_own_view`` use it. Own views can be
+  tiny (quantity skew), so these are noisy: secondary numbers.
 """
 
 from __future__ import annotations
@@ -95,11 +96,13 @@ def reward_summary(
         "pearson": pearson(contributions, reward_test),
         "pearson_own_view": pearson(contributions, own),
     }
+    finite = [float(v) for v in reward_test.values() if np.isfinite(v)]
+    out["reward_accuracy_range"] = [min(finite), max(finite)] if finite else None
     if widths is not None:
         out["widths"] = _str_keys(widths)
     if standalone is not None:
-        out["ipr"] = ipr(own, standalone.own)
-        out["ipr_global"] = ipr(reward_test, standalone.test) if standalone.test else None
+        out["ipr"] = ipr(reward_test, standalone.test) if standalone.test else None
+        out["ipr_own_view"] = ipr(own, standalone.own)
         out["standalone_accuracy"] = _str_keys(standalone.own)
         if standalone.test:
             out["standalone_test_accuracy"] = _str_keys(standalone.test)

@@ -10,7 +10,7 @@ import numpy as np
 
 from consortium.algorithms.base.supervised import ModelFn, ServerEvaluator, initial_arrays
 from consortium.algorithms.base.workflow import FederatedWorkflow
-from consortium.algorithms.fairness.config import FairRewardConfig
+from consortium.algorithms.fairness.config import FairRewardConfig, check_validation_split
 from consortium.algorithms.fairness.contribution import StandaloneResult, static_contributions
 from consortium.algorithms.fairness.rewards import Scorer, setup_phase
 from consortium.core.grid import Grid
@@ -54,6 +54,7 @@ class FairRewardWorkflow(FederatedWorkflow[F], Generic[F]):
         self.model_fn = model_fn
         self.test = self.evaluator_cls(model_fn, test_x, test_y, device)
         self.val = self.evaluator_cls(model_fn, val_x, val_y, device)
+        check_validation_split(self.name, config, 1.0 if len(val_y) else 0.0)
         self.standalone_cache = standalone_cache
         self.weights: Arrays = {}
         self.standalone: StandaloneResult | None = None

@@ -3,7 +3,7 @@ registers the method ``iafl``."""
 
 from __future__ import annotations
 
-from consortium.algorithms.fairness import builder, own_model_client_app
+from consortium.algorithms.fairness import builder, own_model_client_app, server_validation_check
 from consortium.algorithms.iafl.config import IAFLConfig
 from consortium.algorithms.iafl.rules import average, reward_proportions, reward_set, reward_size
 from consortium.algorithms.iafl.workflow import IAFL
@@ -18,6 +18,6 @@ register_method(
         builder(IAFL, own_model_client_app),
         "IAFL: shares of others' updates as rewards",
         report="fairness",
-        check=builds_model,
+        check=server_validation_check("iafl", builds_model),
     )
 )

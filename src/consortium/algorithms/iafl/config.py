@@ -31,6 +31,11 @@ class IAFLConfig(OwnModelConfig):
         0.0, ge=0, le=1, description="probability of a reset to the server model per round"
     )
 
+    def validation_use(self) -> str | None:
+        if self.contribution == "standalone":
+            return "the reward shares follow standalone accuracies measured"
+        return None
+
     @model_validator(mode="after")
     def _known_before_training(self) -> IAFLConfig:
         if self.contribution == "cgsv":

@@ -18,7 +18,7 @@ import numpy as np
 
 from consortium.algorithms.mtl.dmtrl import correlation_summary, model_arrays
 from consortium.algorithms.mtl.evaluation import OneShot, evaluate_models, task_scores
-from consortium.algorithms.mtl.solvers import fit_mtrl
+from consortium.algorithms.mtl.solvers import alternation, fit_mtrl
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
 
@@ -55,12 +55,16 @@ class CentralisedMTRL(OneShot):
             floor=cfg.omega_floor,
             tol=cfg.tolerance,
             max_outer=cfg.max_outer,
+            **alternation(cfg),
         )
         self.w, self.omega = sol.w, sol.omega
         self.solve = {
             "objective": sol.objective,
             "outer_iterations": sol.outer_iterations,
+            "omega_steps": sol.outer_iterations,
             "omega_change": sol.omega_change,
+            "joint_gap": sol.joint_gap,
+            "converged": sol.converged,
             "solve_time_s": time.perf_counter() - t0,
         }
         return dict(self.solve)

@@ -20,6 +20,9 @@ Aggregation = Literal["add", "average"]
 TaskKind = Literal["regression", "classification"]
 
 DEFAULT_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+#: Ω floors validated with λ2 when ``omega_floor`` is unset: 1e-6 is MTRL's closed form in all
+#: but name, 0.1 shrinks Ω well towards I/m (docs/methods/dmtrl.md).
+FLOOR_GRID: tuple[float, ...] = (1e-6, 1e-3, 1e-2, 1e-1)
 
 
 class ValidatedConfig(MethodConfig):
@@ -49,7 +52,7 @@ class ValidatedConfig(MethodConfig):
         return self.model_copy(update={"loss": loss})
 
     def lambdas(self) -> tuple[str, ...]:
-        """The λ fields validation chooses when they are unset."""
+        """The fields (λ's, the Ω floor) validation chooses when they are unset."""
         return ()
 
 
@@ -60,19 +63,57 @@ class MTRLObjective(ValidatedConfig):
     lambda2: float | None = Field(
         None, gt=0, description="weight of (λ2/2) tr(W Ω⁻¹ Wᵀ); unset: chosen by validation"
     )
-    omega_floor: float = Field(
+    omega_floor: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Ω ⪰ (omega_floor/m) I: shrinks Ω towards I/m (small: MTRL's closed form); "
+        "unset: chosen by validation together with λ2 from floor_grid",
+    )
+    floor_grid: list[float] = Field(
+        default_factory=lambda: list(FLOOR_GRID),
+        min_length=1,
+        description="omega_floor candidates when the floor is chosen by validation",
+    )
+
+    @field_validator("floor_grid")
+    @classmethod
+    def _floors_in_range(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f < 1]
+        if bad:
+            raise ValueError(f"every floor must be in (0, 1), got {bad[0]}")
+        return v
+
+    def lambdas(self) -> tuple[str, ...]:
+        return ("lambda2", "omega_floor")
+
+
+class AlternationConfig(MTRLObjective):
+    """How W- and Ω-steps alternate towards the optimum, for DMTRL and centralised MTRL alike
+    (``omega.py``: certificate, acceleration, floor continuation)."""
+
+    acceleration: int = Field(
+        5, ge=0, le=50, description="past Ω-steps Anderson acceleration combines (0: plain steps)"
+    )
+    continuation_start: float | None = Field(
         0.1,
         gt=0,
         lt=1,
-        description="Ω ⪰ (omega_floor/m) I: shrinks Ω towards I/m and keeps the alternation "
-        "fast; smaller values fit sharper task structure with many more Ω-steps",
+        description="first floor of the continuation, divided by 10 per stage down to "
+        "omega_floor (unset: none); needs λ1 = 0",
+    )
+    stage_tolerance: float = Field(
+        1e-6, gt=0, description="relative joint gap at which a continuation stage ends"
+    )
+    joint_tolerance: float = Field(
+        1e-6,
+        gt=0,
+        description="stop once the relative duality gap of the whole problem (W and Ω) is "
+        "below (λ1 = 0; with λ1 > 0 the ΔΩ rule applies)",
     )
 
-    def lambdas(self) -> tuple[str, ...]:
-        return ("lambda2",)
 
-
-class DMTRLConfig(MTRLObjective):
+class DMTRLConfig(AlternationConfig):
     """Distributed multi-task relationship learning (Liu, Pan & Ho, KDD 2017)."""
 
     rounds: int = Field(
@@ -104,8 +145,15 @@ class DMTRLConfig(MTRLObjective):
     omega_updates: int | None = Field(
         None, ge=0, description="cap on Ω-steps (0 keeps Ω = I/m; unset: omega_tolerance)"
     )
-    gap_tolerance: float = Field(1e-6, ge=0, description="relative gap of a solved W-step")
-    omega_tolerance: float = Field(1e-6, ge=0, description="relative ΔΩ of a converged Ω")
+    gap_tolerance: float = Field(
+        1e-6,
+        ge=0,
+        description="relative gap of a solved W-step (kept at most joint_tolerance / 10 "
+        "when the joint gap decides)",
+    )
+    omega_tolerance: float = Field(
+        1e-6, ge=0, description="relative ΔΩ of a converged Ω (λ1 > 0 or capped Ω-steps)"
+    )
 
     @field_validator("sigma")
     @classmethod
@@ -115,11 +163,13 @@ class DMTRLConfig(MTRLObjective):
         return v
 
 
-class MTRLConfig(MTRLObjective):
+class MTRLConfig(AlternationConfig):
     """Centralised MTRL: the same objective on the pooled data, alternating exact W-steps and
     Ω-steps (a simulation-only reference)."""
 
-    tolerance: float = Field(1e-10, gt=0, description="stop when the relative ΔΩ is below")
+    tolerance: float = Field(
+        1e-10, gt=0, description="with λ1 > 0: stop when the relative ΔΩ is below"
+    )
     max_outer: int = Field(5000, ge=1, description="cap on Ω-steps")
 
 

@@ -11,11 +11,16 @@ One task per member. Each round:
 4. the server sets ``U ← U + γ ΔU`` and ``W = U K``; it forms primal, dual and duality gap
    from the scalars of step 2 (they describe the iterate the round started from: a member can
    only evaluate the ``w_i`` it was sent);
-5. when the W-step is solved (relative gap below tolerance) or ``omega_every`` rounds have
-   passed, the server takes the closed-form Ω-step and recomputes ``K`` and σ'. The dual
-   variables do not depend on Ω, so the next W-step warm-starts from them: ``W ← U K_new``.
+5. when the W-step is solved well enough (relative gap below tolerance) or ``omega_every``
+   rounds have passed, the server takes an Ω-step (:mod:`.omega`: the closed form, Anderson-
+   accelerated, the floor lowered in stages) and recomputes ``K`` and σ'. The dual variables
+   do not depend on Ω, so the next W-step warm-starts from them: ``W ← U K_new``.
 
-The run ends (remaining rounds idle) once Ω has stopped moving and the W-step is solved.
+With ``λ1 = 0`` the scalars of step 2 and ``U`` also give a lower bound on the optimum of the
+whole problem (:func:`~.omega.joint_dual_value`); the run ends (remaining rounds idle) once
+the relative gap to it is below ``joint_tolerance`` at the target floor: W and Ω are then
+certified, whatever path the alternation took. Otherwise it ends once Ω has stopped moving
+(``omega_tolerance``) and the W-step is solved (``gap_tolerance``).
 """
 
 from __future__ import annotations
@@ -36,10 +41,10 @@ from consortium.algorithms.mtl.evaluation import (
 from consortium.algorithms.mtl.objective import (
     coupling,
     dual_value,
-    omega_step,
     primal_value,
     sigma_bound,
 )
+from consortium.algorithms.mtl.omega import OmegaSteps, joint_dual_value, relative_gap
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ArraySpec, ReplySpec
@@ -121,6 +126,12 @@ class DMTRL(Workflow):
         self.last_change = 1.0
         self.converged_round: int | None = None
         self.history: list[tuple[int, float | None, int]] = []
+        # The joint gap certifies the optimum when λ1 = 0 and Ω is free to move.
+        cfg = self.config
+        self.certified = cfg.lambda1 == 0 and cfg.omega_updates is None
+        start = cfg.continuation_start if self.certified else None
+        self.steps = OmegaSteps(cfg.omega_floor, cfg.acceleration, start)
+        self.step_kinds: dict[str, int] = {"plain": 0, "extrapolated": 0, "rejected": 0}
 
     # --- server-side algebra ---------------------------------------------------------------
 
@@ -179,11 +190,12 @@ class DMTRL(Workflow):
         spec = ReplySpec({"delta_u": ArraySpec((self.dim,), np.dtype(np.float64))})
         replies = grid.send(msgs, expect=spec)
 
-        # 2. Primal, dual and gap of the iterate this round started from.
+        # 2. Primal, dual and gaps of the iterate this round started from.
         metrics: dict[str, Any] = {"omega_steps": self.omega_steps, "sigma": self.sigma}
         losses = member_values(replies, "loss_mean", m)
         conjugates = member_values(replies, "conjugate_mean", m)
-        rel_gap = None
+        rel_gap = primal = joint = None
+        new_stage = False
         if losses is not None and conjugates is not None:
             primal = primal_value(losses, w, self.metric)
             dual = dual_value(conjugates, self.u, self.k)
@@ -195,6 +207,21 @@ class DMTRL(Workflow):
                 relative_gap=rel_gap,
                 train_loss=float(losses.sum()),
             )
+            if self.certified:
+                floor = self.steps.floor
+                joint = relative_gap(primal, self.joint_lower_bound(conjugates, floor))
+                metrics.update(joint_gap=joint, omega_floor=floor)
+                if self.steps.final_stage and joint <= cfg.joint_tolerance:
+                    # Certified: keep the pair this round started from (members discard the
+                    # updates of this round, which the server never applies).
+                    self.converged_round, self.omega_converged = rnd, True
+                    metrics["converged"] = True
+                    metrics.update(round_scores(task_scores(replies, self.kind)))
+                    self.history.append((rnd, rel_gap, self.omega_steps))
+                    return metrics
+                if not self.steps.final_stage and joint <= cfg.stage_tolerance:
+                    self.steps.lower_floor()
+                    new_stage = True
         metrics.update(round_scores(task_scores(replies, self.kind)))
 
         # 3. Apply the updates that arrived (the members commit them on the next message).
@@ -205,24 +232,44 @@ class DMTRL(Workflow):
         self.history.append((rnd, rel_gap, self.omega_steps))
 
         # 4. Ω-step when the W-step is solved or has run omega_every rounds; else maybe done.
-        solved = rel_gap is not None and rel_gap <= cfg.gap_tolerance
-        target = max(cfg.gap_tolerance, cfg.inexact * self.last_change)
+        tolerance = self.w_step_tolerance
+        solved = rel_gap is not None and rel_gap <= tolerance
+        # How well the W-step must be solved before an Ω-step: relative to the whole problem's
+        # gap when it is known (the W-step's part of it small), else to the last ΔΩ.
+        rough = self.last_change if joint is None else joint
+        target = max(tolerance, cfg.inexact * rough)
         roughly = rel_gap is not None and rel_gap <= target
         may_update = not self.omega_converged
-        if may_update and (roughly or self.phase_rounds >= cfg.omega_every):
-            new = omega_step(self.w, cfg.omega_floor)
-            change = float(np.linalg.norm(new - self.omega) / np.linalg.norm(self.omega))
+        if may_update and (roughly or new_stage or self.phase_rounds >= cfg.omega_every):
+            objective = primal if roughly else None  # the safeguard needs a solved W-step
+            new, change, how = self.steps.step(self.omega, self.w, objective)
             self._set_omega(new)
             self.omega_steps += 1
+            self.step_kinds[how] += 1
             self.phase_rounds = 0
             capped = cfg.omega_updates is not None and self.omega_steps >= cfg.omega_updates
-            self.omega_converged = change <= cfg.omega_tolerance or capped
+            if not self.certified:
+                self.omega_converged = change <= cfg.omega_tolerance or capped
             self.last_change = change
-            metrics.update(omega_step=True, omega_change=change)
+            metrics.update(omega_step=True, omega_change=change, omega_step_kind=how)
         elif not may_update and solved:
             self.converged_round = rnd
             metrics["converged"] = True
         return metrics
+
+    @property
+    def w_step_tolerance(self) -> float:
+        """Relative gap of a solved W-step: ``gap_tolerance``, and a tenth of the joint
+        tolerance when the joint gap decides (the joint gap is never below the W-step's)."""
+        cfg = self.config
+        if self.certified:
+            return min(cfg.gap_tolerance, 0.1 * cfg.joint_tolerance)
+        return cfg.gap_tolerance
+
+    def joint_lower_bound(self, conjugates: np.ndarray, floor: float) -> float:
+        """A lower bound on the optimum of the whole problem at floor ``floor``, from the
+        members' conjugates and the server's ``U`` (the same α)."""
+        return joint_dual_value(float(conjugates.sum()), self.u, floor, self.config.lambda2)
 
     def finish(self, grid: Grid) -> dict[str, Any]:
         cfg = self.config
@@ -243,8 +290,12 @@ class DMTRL(Workflow):
                 duality_gap=primal - dual,
                 relative_gap=(primal - dual) / max(abs(primal), 1e-300),
             )
+            if self.certified:
+                lower = self.joint_lower_bound(conjugates, cfg.omega_floor)
+                summary["joint_gap"] = relative_gap(primal, lower)
         summary.update(
             omega_steps=self.omega_steps,
+            omega_step_kinds=dict(self.step_kinds),
             omega_converged=self.omega_converged,
             converged_round=self.converged_round,
             rounds_to_gap=self.rounds_to_gap(cfg.gap_tolerance),
@@ -281,6 +332,8 @@ class DMTRL(Workflow):
             "last_change": self.last_change,
             "converged_round": self.converged_round,
             "history": list(self.history),
+            "steps": self.steps.state_dict(),
+            "step_kinds": dict(self.step_kinds),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -297,3 +350,5 @@ class DMTRL(Workflow):
         self.last_change = float(state["last_change"])
         self.converged_round = state["converged_round"]
         self.history = list(state["history"])
+        self.steps.load_state_dict(state["steps"])
+        self.step_kinds = {k: int(v) for k, v in state["step_kinds"].items()}

@@ -2,9 +2,10 @@
 ``single_task`` and ``global_model`` (the data: one task per member, ``consortium.data.multitask``).
 
 λ left unset in a method's options is chosen by validation (``lambda_grid``, a
-``validation_fraction`` of every task's training data; :mod:`.selection`). DMTRL and centralised
-MTRL validate the same objective, so they get the same λ2, computed once per experiment (the
-experiment's shared cache).
+``validation_fraction`` of every task's training data; :mod:`.selection`); for DMTRL and
+centralised MTRL so is the Ω floor (``floor_grid``), together with λ2. They validate the same
+objective, so they get the same pair, computed once per experiment (the experiment's shared
+cache).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from consortium.algorithms.mtl.selection import (
     global_fit,
     mtrl_fit,
     select_lambda,
+    select_mtrl,
     single_task_fit,
 )
 from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
@@ -71,16 +73,44 @@ def _info(lam_name: str, value: float, choice: LambdaChoice | None) -> dict[str,
 
 
 def _mtrl(ctx: MethodContext, opts: MTRLObjective) -> tuple[Any, dict[str, Any]]:
+    """The MTRL options with λ2 and the Ω floor fixed: those left unset are chosen together
+    by validation (once per experiment: DMTRL and centralised MTRL share the choice)."""
     data = _data(ctx)
-    choice = None
-    lam2 = opts.lambda2
     loss = opts.loss or ("hinge" if data.kind == "classification" else "squared")
-    if lam2 is None:
-        key = ("mtrl", loss, opts.lambda1, opts.omega_floor)
-        choice = _choose(ctx, key, mtrl_fit(loss, opts.lambda1, opts.omega_floor), opts)
-        lam2 = choice.best
-    resolved = opts.model_copy(update={"lambda2": float(lam2), "loss": loss})
-    return resolved, _info("lambda2", float(lam2), choice)
+    lam2, floor, choice = opts.lambda2, opts.omega_floor, None
+    if lam2 is None or floor is None:
+        lambdas = opts.lambda_grid if lam2 is None else [lam2]
+        floors = opts.floor_grid if floor is None else [floor]
+        key = (
+            "mtl.mtrl",
+            loss,
+            opts.lambda1,
+            tuple(lambdas),
+            tuple(floors),
+            opts.validation_fraction,
+            ctx.seed,
+        )
+        if key not in ctx.cache:
+            fit = mtrl_fit(loss, opts.lambda1)
+            ctx.cache[key] = select_mtrl(
+                data, fit, lambdas, floors, opts.validation_fraction, ctx.seed, ctx.say
+            )
+        choice = ctx.cache[key]
+        lam2, floor = choice.best
+    resolved = opts.model_copy(
+        update={"lambda2": float(lam2), "omega_floor": float(floor), "loss": loss}
+    )
+    info: dict[str, Any] = {
+        "lambda2": float(lam2),
+        "omega_floor": float(floor),
+        "lambda2_by_validation": opts.lambda2 is None,
+        "omega_floor_by_validation": opts.omega_floor is None,
+    }
+    if choice is not None:
+        info["validation_scores"] = {
+            f"lambda2={lam:g} floor={fl:g}": v for (lam, fl), v in choice.scores.items()
+        }
+    return resolved, info
 
 
 def _build_dmtrl(ctx: MethodContext, opts: DMTRLConfig) -> tuple[Workflow, ClientApp]:

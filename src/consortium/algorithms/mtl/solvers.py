@@ -9,7 +9,8 @@ evidence and not a tautology:
 * hinge loss: the W-step's dual is a box-constrained concave quadratic, solved with L-BFGS-B on
   all dual variables at once and finished by exact coordinate ascent until the duality gap is
   below the tolerance;
-* MTRL alternates exact W-steps with the closed-form Ω-step until Ω stops moving.
+* MTRL alternates exact W-steps with Ω-steps (``omega.py``) until the duality gap of the whole
+  problem certifies the optimum.
 
 Single-task learning (``K = I/λ`` per task) and one global model (all ``w_i`` tied, ``K = J/λ``)
 are the same W-step with other couplings.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -28,9 +30,9 @@ from consortium.algorithms.mtl.objective import (
     check_loss,
     coupling,
     loss_values,
-    omega_step,
     primal_value,
 )
+from consortium.algorithms.mtl.omega import OmegaSteps, joint_dual_value, relative_gap
 
 TaskSets = Sequence[tuple[np.ndarray, np.ndarray]]
 DIRECT_SOLVE_MAX = 4000  # d·m above which the squared-loss W-step uses conjugate gradients
@@ -139,9 +141,14 @@ class MTRLSolution:
     outer_iterations
         Ω-steps taken.
     omega_change
-        Relative Frobenius change of Ω in the last Ω-step.
+        Relative change of the last plain Ω-step (the fixed-point residual).
     history
         Objective after each W-step.
+    joint_gap
+        Relative duality gap of the whole problem at the returned pair (``λ1 = 0``; ``None``
+        otherwise): the certified distance to the optimum.
+    converged
+        Whether the stopping rule was met within ``max_outer`` Ω-steps.
     """
 
     w: np.ndarray
@@ -150,6 +157,8 @@ class MTRLSolution:
     outer_iterations: int
     omega_change: float
     history: list[float] = field(default_factory=list)
+    joint_gap: float | None = None
+    converged: bool = False
 
 
 def mtrl_objective(
@@ -159,6 +168,19 @@ def mtrl_objective(
     _, metric = coupling(omega, lam1, lam2)
     means = [float(np.mean(loss_values(loss, y, x @ w[:, i]))) for i, (x, y) in enumerate(sets)]
     return primal_value(np.array(means), w, metric)
+
+
+def _dual_pieces(
+    sets: TaskSets, w: np.ndarray, alphas: Sequence[np.ndarray] | None, loss: str
+) -> tuple[float, np.ndarray]:
+    """(Σ_i mean conjugate, U) of the dual variables of a solved W-step: for squared loss the
+    optimal α are the residuals ``y - Xw``, for hinge loss the solver's."""
+    conj, cols = 0.0, []
+    for i, (x, y) in enumerate(sets):
+        a = y - x @ w[:, i] if loss == "squared" or alphas is None else alphas[i]
+        conj += float(np.mean(_conj(loss, y, a)))
+        cols.append(x.T @ a / len(y))
+    return conj, np.stack(cols, axis=1)
 
 
 def fit_mtrl(
@@ -171,18 +193,29 @@ def fit_mtrl(
     max_outer: int = 2000,
     omega_init: np.ndarray | None = None,
     gap_tol: float = 1e-10,
+    *,
+    memory: int = 5,
+    start: float | None = 0.1,
+    stage_tol: float = 1e-6,
+    joint_tol: float = 1e-8,
 ) -> MTRLSolution:
-    """Centralised MTRL: alternate exact W-steps and Ω-steps until ``‖ΔΩ‖/‖Ω‖ < tol``.
+    """Centralised MTRL: exact W-steps alternated with Ω-steps (:class:`~.omega.OmegaSteps`).
 
-    The returned W is the exact W-step for the returned Ω, i.e. the same kind of point the
-    distributed run ends at (for hinge loss: solved to a duality gap of ``gap_tol``).
+    With ``λ1 = 0`` it stops once the relative duality gap of the whole problem is below
+    ``joint_tol`` at the target floor (stages of the floor continuation from ``start`` end at
+    ``stage_tol``); with ``λ1 > 0`` (no certificate) once the relative ΔΩ is below ``tol``.
+    ``memory`` is Anderson acceleration's (0: plain closed-form steps). The returned W is the
+    exact W-step for the returned Ω, i.e. the same kind of point the distributed run ends at
+    (for hinge loss: solved to a duality gap of ``gap_tol``).
     """
     check_loss(loss)
     m = len(sets)
+    certified = lam1 == 0
+    steps = OmegaSteps(floor, memory, start if certified and omega_init is None else None)
     omega = np.eye(m) / m if omega_init is None else np.array(omega_init, dtype=np.float64)
     alphas: list[np.ndarray] | None = None
     history: list[float] = []
-    change, it = float("inf"), 0
+    change, it, joint = float("inf"), 0, None
 
     def w_step(om: np.ndarray, gap_tol: float) -> np.ndarray:
         nonlocal alphas
@@ -192,21 +225,48 @@ def fit_mtrl(
         w, alphas = hinge_w_step(sets, k, alphas, tol=gap_tol)
         return w
 
+    def certificate(w: np.ndarray, f: float, at: float) -> float:
+        conj, u = _dual_pieces(sets, w, alphas, loss)
+        return relative_gap(f, joint_dual_value(conj, u, at, lam2))
+
     # Hinge W-steps are iterative: solve them loosely while Ω still moves a lot, tightly at
     # the end (the final pair is always an exact W-step for the final Ω).
     final_tol = gap_tol
-    w = w_step(omega, 1e-3)
+    w = w_step(omega, 1e-3 if loss == "hinge" else gap_tol)
     history.append(mtrl_objective(sets, w, omega, loss, lam1, lam2))
-    while it < max_outer and change >= tol:
-        new = omega_step(w, floor)
-        change = float(np.linalg.norm(new - omega) / np.linalg.norm(omega))
+    converged = False
+    while it < max_outer:
+        if certified:
+            joint = certificate(w, history[-1], steps.floor)
+            if steps.final_stage and joint <= joint_tol:
+                converged = True
+                break
+            if not steps.final_stage and joint <= stage_tol:
+                steps.lower_floor()
+        new, change, _ = steps.step(omega, w, history[-1])
+        if not certified and change < tol:
+            converged = True
+            break
         omega, it = new, it + 1
         w = w_step(omega, float(np.clip(0.01 * change, final_tol, 1e-3)))
         history.append(mtrl_objective(sets, w, omega, loss, lam1, lam2))
     if loss == "hinge":
         w = w_step(omega, final_tol)
         history[-1] = mtrl_objective(sets, w, omega, loss, lam1, lam2)
-    return MTRLSolution(w, omega, history[-1], it, change, history)
+    if certified:
+        joint = certificate(w, history[-1], floor)
+    return MTRLSolution(w, omega, history[-1], it, change, history, joint, converged)
+
+
+def alternation(cfg: Any) -> dict[str, Any]:
+    """:func:`fit_mtrl`'s keyword arguments from an
+    :class:`~consortium.algorithms.mtl.config.AlternationConfig`."""
+    return {
+        "memory": cfg.acceleration,
+        "start": cfg.continuation_start,
+        "stage_tol": cfg.stage_tolerance,
+        "joint_tol": cfg.joint_tolerance,
+    }
 
 
 def fit_single_task(
