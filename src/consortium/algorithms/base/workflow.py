@@ -29,7 +29,7 @@ from consortium.algorithms.base.supervised import (
     final_summary,
     initial_arrays,
 )
-from consortium.core.aggregation import Update, weighted_mean
+from consortium.core.aggregation import Update
 from consortium.core.grid import Grid, TooFewReplies
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
@@ -151,9 +151,10 @@ class ModelState:
 class Averaging:
     """Mixin: the server averages full models sent back by members (FedAvg's step).
 
-    Needs ``self.weights`` and a config with ``weighted``. Hooks: :meth:`aggregate` (the rule;
-    robust rules override it) and :meth:`observe` (look at the round before the new model is
-    taken, e.g. to track contributions).
+    Needs ``self.weights`` and a config with ``weighted`` and ``aggregation`` (an
+    :class:`~consortium.algorithms.base.config.AveragingConfig`). Hooks: :meth:`aggregate`
+    (the configured rule: the weighted mean or a robust one) and :meth:`observe` (look at the
+    round before the new model is taken, e.g. to track contributions).
     """
 
     weights: Arrays
@@ -163,8 +164,9 @@ class Averaging:
         return ReplySpec.like(self.weights)
 
     def aggregate(self, updates: Sequence[Update]) -> Arrays:
-        """The new global model from this round's updates."""
-        return weighted_mean(updates)
+        """The new global model from this round's updates, by the configured rule (each entry
+        over the updates that cover it; see ``AggregationOptions``)."""
+        return self.config.aggregation.aggregate(updates, self.weights)
 
     def observe(self, replies: Mapping[int, Message], new: Arrays) -> dict[str, Any]:
         """Metrics of the round, computed before ``new`` replaces the model."""

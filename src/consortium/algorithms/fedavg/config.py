@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from consortium.algorithms.base.config import FederatedConfig
+from consortium.algorithms.base.config import AveragingConfig
 
 
-class FedAvgConfig(FederatedConfig):
+class FedAvgConfig(AveragingConfig):
     """Federated averaging (McMahan et al., AISTATS 2017).
 
     The shared fields (``rounds``, ``clients_per_round``, ``eval_every``, ``local``) come from an
-    experiment's ``[federation]`` and ``[train]`` tables; the rest is the ``[fedavg]`` table.
+    experiment's ``[federation]`` and ``[train]`` tables; the rest is the ``[fedavg]`` table
+    (``weighted``, ``evaluate_clients`` and ``aggregation`` come from the averaging base).
     """
-
-    weighted: bool = Field(True, description="weight updates by member sample counts")
-    evaluate_clients: bool = Field(True, description="final evaluation on every member's test view")
 
 
 class FedProxConfig(FedAvgConfig):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from consortium.algorithms.base.config import FederatedConfig
+from consortium.algorithms.base.config import AggregatingConfig, FederatedConfig
 from consortium.data.text import MINILM
 from consortium.models.transformer import LoraSettings
 from consortium.training import LocalTrainConfig
@@ -14,7 +14,7 @@ from consortium.training import LocalTrainConfig
 Allocation = Literal["random", "first", "all", "first_min"]
 
 
-class FedRAConfig(FederatedConfig):
+class FedRAConfig(FederatedConfig, AggregatingConfig):
     """FedRA (Su, Li, Xue, ECCV 2024) and the baselines that differ only in who trains which
     blocks (the variant says which: see :mod:`consortium.algorithms.fedra.workflow`)."""
 

@@ -32,7 +32,7 @@ from consortium.algorithms.unlearning.explain import (
 from consortium.algorithms.unlearning.losses import masked_steps
 from consortium.algorithms.unlearning.perturbation import class_impressions
 from consortium.algorithms.unlearning.request import UnlearningRequest
-from consortium.core.aggregation import Update, scatter_masked, weighted_mean
+from consortium.core.aggregation import Update, gather_masked, scatter_masked
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
 from consortium.core.sampling import derive_seed
@@ -170,7 +170,7 @@ class SelectiveUnlearning(UnlearningWorkflow):
             if r.metrics.get("num_examples", 0.0) > 0
         ]
         if updates:
-            packed = weighted_mean(updates)
+            packed = cfg.aggregation.aggregate(updates, gather_masked(self.weights, self.mask))
             self.weights = {**self.weights, **scatter_masked(packed, self.mask, self.weights)}
         return {"train_loss": weighted_metric(replies, "train_loss")}
 
