@@ -28,6 +28,8 @@ COLUMNS: list[tuple[str, str]] = [
 OPTIONAL_COLUMNS: list[tuple[str, str]] = [
     ("mean_rmse", "mean RMSE"),
     ("mean_explained_variance", "mean expl. var."),
+    ("dp_epsilon", "ε (members)"),  # DP-FedAvg: member-level, at the run's δ
+    ("dp_sgd_epsilon", "ε (samples)"),  # DP-SGD: the weakest member's sample-level ε
 ]
 
 
@@ -66,6 +68,8 @@ def _fmt(key: str, value: Any) -> str:
     if key.startswith("bytes"):
         return f"{value / 1e6:.2f}"
     if isinstance(value, float):
+        if key.endswith("epsilon"):
+            return f"{value:.2f}"
         return f"{value:.1f}" if key == "wall_time_s" else f"{value:.4f}"
     return str(value)
 

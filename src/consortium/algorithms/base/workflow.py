@@ -182,7 +182,21 @@ class Averaging:
         metrics = self.observe(replies, new)
         self.weights = new
         metrics["train_loss"] = weighted_metric(replies, "train_loss")
+        metrics.update(self.track_dp_sgd(replies))
         return metrics
+
+    #: The largest DP-SGD ε a member reported so far (``None``: members train without it).
+    dp_sgd_epsilon: float | None = None
+
+    def track_dp_sgd(self, replies: Mapping[int, Message]) -> dict[str, float]:
+        """The round's largest member ε under DP-SGD (the weakest member guarantee), kept."""
+        reported = [
+            e for e in (r.metrics.get("dp_sgd_epsilon") for r in replies.values()) if e is not None
+        ]
+        if not reported:
+            return {}
+        self.dp_sgd_epsilon = max(self.dp_sgd_epsilon or 0.0, *reported)
+        return {"dp_sgd_epsilon": max(reported)}
 
 
 A = TypeVar("A", bound=AveragingConfig)
@@ -223,4 +237,19 @@ class GlobalModelWorkflow(Averaging, ModelState, FederatedWorkflow[A], Generic[A
         return self.evaluator(self.weights)
 
     def finish(self, grid: Grid) -> dict[str, Any]:
-        return final_summary(self.evaluator, grid, self.weights, self.config.evaluate_clients)
+        summary = final_summary(self.evaluator, grid, self.weights, self.config.evaluate_clients)
+        if self.dp_sgd_epsilon is not None:
+            summary.update(
+                dp_sgd_epsilon=self.dp_sgd_epsilon, dp_sgd_delta=self.config.local.dp_sgd_delta
+            )
+        return summary
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.dp_sgd_epsilon is not None:
+            state["dp_sgd_epsilon"] = self.dp_sgd_epsilon
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.dp_sgd_epsilon = state.get("dp_sgd_epsilon")

@@ -1,9 +1,10 @@
-"""FedAvg's and FedProx's options: each adds only its own fields to the shared base."""
+"""FedAvg's, FedProx's and DP-FedAvg's options: each adds only its own fields to its base."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from consortium import privacy
 from consortium.algorithms.base.config import AveragingConfig
 
 
@@ -20,3 +21,44 @@ class FedProxConfig(FedAvgConfig):
     """FedProx (Li et al., MLSys 2020): FedAvg whose members add (mu/2)·||w - w_global||²."""
 
     prox_mu: float = Field(0.01, ge=0, le=1e6, description="proximal coefficient mu")
+
+
+class DPFedAvgConfig(FedAvgConfig):
+    """DP-FedAvg (McMahan, Ramage, Talwar, Zhang, ICLR 2018): member-level differential
+    privacy. Members take part by Poisson sampling at rate ``clients_per_round / members``;
+    the server clips each update to ``clip_norm``, adds Gaussian noise of std
+    ``noise_multiplier · clip_norm`` to their sum and divides by the expected number of
+    members; Opacus's RDP accountant reports ε at ``delta`` after every round.
+    """
+
+    weighted: bool = Field(
+        False, description="must stay false: every member counts once (the privacy bound)"
+    )
+    clip_norm: float = Field(1.0, gt=0, le=1e6, description="bound on each update's L2 norm, C")
+    noise_multiplier: float | None = Field(
+        None,
+        gt=0,
+        le=1e4,
+        description="noise std over clip_norm, z (default 1.0; or set target_epsilon)",
+    )
+    target_epsilon: float | None = Field(
+        None, gt=0, le=1e4, description="choose z so that the whole run spends this epsilon"
+    )
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of the reported epsilon")
+    reproducible: bool = Field(
+        False,
+        description="draw the noise and the members from the run seed (experiments only: "
+        "whoever knows the seed can take the noise out)",
+    )
+
+    @model_validator(mode="after")
+    def _check_privacy(self) -> DPFedAvgConfig:
+        if self.weighted:
+            raise ValueError("weighted: DP-FedAvg counts every member once; set weighted = false")
+        if self.aggregation.robust:
+            raise ValueError("aggregation: DP-FedAvg's noise is calibrated to a clipped mean")
+        if self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ValueError("set noise_multiplier or target_epsilon, not both")
+        if not privacy.available():
+            raise ValueError(privacy.INSTALL_HINT)
+        return self
