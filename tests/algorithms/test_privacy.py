@@ -95,7 +95,9 @@ def test_the_server_step_is_the_noisy_clipped_mean_over_the_expected_count(digit
     wf.setup(grid)
     start = dict(wf.weights)
     replies = {
-        c: Message("train", {k: v + 0.1 * (c + 1) for k, v in start.items()}, {}, {"num_examples": 9})
+        c: Message(
+            "train", {k: v + 0.1 * (c + 1) for k, v in start.items()}, {}, {"num_examples": 9}
+        )
         for c in (1, 4)
     }
     wf.aggregate_train(grid, 1, replies)
@@ -191,8 +193,7 @@ def per_sample_clipped_step(model, x, y, clip, lr, expected):
         grads.append([t * min(1.0, clip / float(norm)) for t in g])
     with torch.no_grad():
         return [
-            p - lr * sum(gs[j] for gs in grads) / expected
-            for j, p in enumerate(model.parameters())
+            p - lr * sum(gs[j] for gs in grads) / expected for j, p in enumerate(model.parameters())
         ]
 
 
@@ -247,9 +248,7 @@ def test_members_report_their_dp_sgd_epsilon_and_the_summary_the_largest(digits)
     cfg = FedAvgConfig(rounds=2, local=local)
     result = run(data, mf, FedAvg(cfg, mf, data.test_x, data.test_y, "cpu"))
     sizes = [len(data.client(c).train_indices) for c in range(data.num_clients)]
-    expected = max(
-        accountant_epsilon(1.1, 16 / n, 2 * 2 * math.ceil(n / 16), 1e-4) for n in sizes
-    )
+    expected = max(accountant_epsilon(1.1, 16 / n, 2 * 2 * math.ceil(n / 16), 1e-4) for n in sizes)
     assert result.summary["dp_sgd_epsilon"] == pytest.approx(expected)
     assert result.rounds[-1]["dp_sgd_epsilon"] == pytest.approx(expected)
     assert result.rounds[-2]["dp_sgd_epsilon"] < expected
