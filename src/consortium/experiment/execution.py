@@ -83,6 +83,7 @@ def execute(
             resume=resume,
             progress=progress,
             description=description or target,
+            data=data,
         )
     return run_workflow(
         workflow,

@@ -6,12 +6,14 @@ the loop. One round here is:
 
 1. :meth:`~FederatedWorkflow.sample` the members of the round (seeded by run seed and round);
 2. :meth:`~FederatedWorkflow.configure_train`: one message per sampled member;
-3. send them; every reply is checked by the grid (and against :meth:`~FederatedWorkflow.expect`);
-4. :meth:`~FederatedWorkflow.aggregate_train`: the replies become the new server state;
-5. :meth:`~FederatedWorkflow.evaluate` when the schedule says so (``eval_every`` and the last
+3. :meth:`~FederatedWorkflow.exchange`: send them, every reply checked by the grid (and
+   against :meth:`~FederatedWorkflow.expect`), then
+   :meth:`~FederatedWorkflow.aggregate_train`: the replies become the new server state (a
+   method that needs only their sum may ask the grid for that alone: secure aggregation);
+4. :meth:`~FederatedWorkflow.evaluate` when the schedule says so (``eval_every`` and the last
    round).
 
-The workflow changes its state only in step 4, after ``send`` returned, so a round skipped for
+The workflow changes its state only in step 3, after ``send`` returned, so a round skipped for
 too few replies leaves it as it was.
 """
 
@@ -51,9 +53,8 @@ class FederatedWorkflow(Workflow, Generic[C]):
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
         sampled = self.sample(grid, rnd)
         messages = self.configure_train(grid, rnd, sampled)
-        replies = grid.send(messages, expect=self.expect(messages))
         metrics: dict[str, Any] = {"sampled": sampled}
-        metrics.update(self.aggregate_train(grid, rnd, replies))
+        metrics.update(self.exchange(grid, rnd, messages))
         if self.config.evaluates(rnd):
             metrics.update(self.evaluate(rnd))
         return metrics
@@ -72,6 +73,11 @@ class FederatedWorkflow(Workflow, Generic[C]):
         """What a valid reply holds: by default the arrays the member was sent, same shapes."""
         specs = {c: ReplySpec.like(m.arrays) for c, m in messages.items()}
         return lambda c: specs[c]
+
+    def exchange(self, grid: Grid, rnd: int, messages: Mapping[int, Message]) -> dict[str, Any]:
+        """Send the round's messages and fold the valid replies in (:meth:`aggregate_train`)."""
+        replies = grid.send(messages, expect=self.expect(messages))
+        return self.aggregate_train(grid, rnd, replies)
 
     def aggregate_train(
         self, grid: Grid, rnd: int, replies: Mapping[int, Message]

@@ -16,6 +16,22 @@ class FedAvgConfig(AveragingConfig):
     (``weighted``, ``evaluate_clients`` and ``aggregation`` come from the averaging base).
     """
 
+    secure_aggregation: bool = Field(
+        False,
+        description="the server gets only the (weighted) mean of the members' models, never "
+        "one member's (SecAgg+ on a Flower federation; in process the same mean)",
+    )
+
+    @model_validator(mode="after")
+    def _sum_only(self) -> FedAvgConfig:
+        if self.secure_aggregation and self.aggregation.robust:
+            raise ValueError(
+                "secure_aggregation: the server sees only the sum of the updates, so it cannot "
+                f"apply the {self.aggregation.rule!r} rule or clip each update; use rule = "
+                "'mean' without clip_norm"
+            )
+        return self
+
 
 class FedProxConfig(FedAvgConfig):
     """FedProx (Li et al., MLSys 2020): FedAvg whose members add (mu/2)·||w - w_global||²."""
@@ -57,6 +73,8 @@ class DPFedAvgConfig(FedAvgConfig):
             raise ValueError("weighted: DP-FedAvg counts every member once; set weighted = false")
         if self.aggregation.robust:
             raise ValueError("aggregation: DP-FedAvg's noise is calibrated to a clipped mean")
+        if self.secure_aggregation:
+            raise ValueError("secure_aggregation: DP-FedAvg's server clips each update itself")
         if self.noise_multiplier is not None and self.target_epsilon is not None:
             raise ValueError("set noise_multiplier or target_epsilon, not both")
         if not privacy.available():

@@ -45,6 +45,21 @@ class FedAvg(GlobalModelWorkflow[FedAvgConfig]):
         msg = Message("train", arrays=self.weights, config=self.train_config(rnd))
         return broadcast(msg, sampled)
 
+    def exchange(self, grid: Grid, rnd: int, messages: Mapping[int, Message]) -> dict[str, Any]:
+        """With ``secure_aggregation``, ask the grid for the mean of the members' models alone
+        (:meth:`~consortium.core.grid.Grid.send_mean`): FedAvg's server needs nothing else."""
+        if not self.config.secure_aggregation:
+            return super().exchange(grid, rnd, messages)
+        mean = grid.send_mean(messages, self.expect(messages), weighted=self.config.weighted)
+        if mean.weight <= 0:
+            return {}
+        self.weights = mean.arrays
+        replies = {c: Message("train", metrics=m) for c, m in mean.metrics.items()}
+        return {
+            "train_loss": weighted_metric(replies, "train_loss"),
+            "secure_aggregation": mean.secure,
+        }
+
 
 class FedProx(FedAvg):
     """FedProx (Li et al., 2020): FedAvg whose members add a proximal term ``prox_mu``."""
