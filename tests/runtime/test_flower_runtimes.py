@@ -34,6 +34,7 @@ from consortium.experiment.flower import run_on_simulation, write_flower_app
 from consortium.runtime import LocalRuntime
 from consortium.runtime.flower import (
     LoopbackFederation,
+    SecureAggregation,
     run_on_flower_simulation,
     simulation_backend_config,
     write_node_key,
@@ -314,6 +315,34 @@ def test_fedavg_on_a_tls_federation_equals_in_process(tls_federation, tmp_path):
     assert_same_model(expected.final_arrays, arrays)
     assert [(r["round"], r["replies"], r["failures"]) for r in lines] == [(1, 3, {}), (2, 3, {})]
     assert summary["client_accuracy"] == expected.summary["client_accuracy"]
+
+
+def test_fedavg_with_secagg_on_a_federation_equals_in_process_up_to_quantisation(
+    tls_federation, tmp_path
+):
+    """SecAgg+ on the documented deployment: Flower's secaggplus_mod on each member, its
+    SecAggPlusWorkflow on the server; the model is in-process FedAvg's but for the fixed-point
+    quantisation of each member's update (2·clip/Q per entry, divided by the summed weights)."""
+    raw = experiment(3, rounds=1).to_toml_dict()
+    raw["fedavg"] = {"evaluate_clients": False, "secure_aggregation": True}
+    exp = experiment_from_dict(raw)
+    expected = in_process(exp)
+    app = tmp_path / "app"
+    write_flower_app(
+        exp, app, run_dir=tmp_path / "run", reply_timeout=300, roster=tls_federation.roster_path
+    )
+    run = tls_federation.run(app, timeout=500)
+    assert run.ok, _diagnose(tls_federation, run)
+    assert "Secure aggregation completed" in run.log
+    lines, summary, arrays = read_run(tmp_path / "run")
+    assert [(r["round"], r["replies"], r["secure_aggregation"]) for r in lines] == [(1, 3, True)]
+    data = build_data(exp.data, exp.seed)
+    held = [len(data.client(c).train_indices) + len(data.client(c).test_indices) for c in range(3)]
+    weights = [len(data.client(c).train_indices) / max(held) for c in range(3)]
+    bound = 3 * SecureAggregation().quantisation_step / sum(weights)
+    diff = max(float(np.abs(arrays[k] - v).max()) for k, v in expected.final_arrays.items())
+    assert 0 < diff <= bound, (diff, bound)
+    assert summary["test_accuracy"] == pytest.approx(expected.summary["test_accuracy"], abs=0.01)
 
 
 def test_stateful_workflow_on_a_federation_equals_in_process(
