@@ -62,10 +62,17 @@ def epsilon_of(history: Sequence[Sequence[float]], delta: float) -> float:
 
     accountant = RDPAccountant()
     accountant.load_state_dict({"history": phases, "mechanism": accountant.mechanism()})
-    with warnings.catch_warnings():
-        # "Optimal order is the largest alpha": the bound is valid, only not the tightest.
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+    with _quiet():
         return float(accountant.get_epsilon(delta))
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence "Optimal order is the largest alpha": the bound is valid, only not the
+    tightest the accountant could give with more orders."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
 
 
 def noise_for_epsilon(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
@@ -74,15 +81,16 @@ def noise_for_epsilon(target_epsilon: float, delta: float, sample_rate: float, s
     _require()
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(
-        get_noise_multiplier(
-            target_epsilon=target_epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant="rdp",
+    with _quiet():
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant="rdp",
+            )
         )
-    )
 
 
 def secret_generator() -> torch.Generator:

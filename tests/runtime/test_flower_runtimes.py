@@ -301,17 +301,20 @@ def _alive(pid):
     return status.exists() and "zombie" not in status.read_text()
 
 
+def run_deployed(fed, exp, tmp_path):
+    """Run the experiment's first method as a Flower app on ``fed``; (log, run folder files)."""
+    app = tmp_path / "app"
+    write_flower_app(exp, app, run_dir=tmp_path / "run", reply_timeout=300, roster=fed.roster_path)
+    run = fed.run(app, timeout=500)
+    assert run.ok, _diagnose(fed, run)
+    return run.log, *read_run(tmp_path / "run")
+
+
 def test_fedavg_on_a_tls_federation_equals_in_process(tls_federation, tmp_path):
     exp = experiment(3)
     expected = in_process(exp)
-    app = tmp_path / "app"
-    write_flower_app(
-        exp, app, run_dir=tmp_path / "run", reply_timeout=300, roster=tls_federation.roster_path
-    )
-    run = tls_federation.run(app, timeout=500)
-    assert run.ok, _diagnose(tls_federation, run)
-    assert "[consortium] round 2: 3 replies" in run.log
-    lines, summary, arrays = read_run(tmp_path / "run")
+    log, lines, summary, arrays = run_deployed(tls_federation, exp, tmp_path)
+    assert "[consortium] round 2: 3 replies" in log
     assert_same_model(expected.final_arrays, arrays)
     assert [(r["round"], r["replies"], r["failures"]) for r in lines] == [(1, 3, {}), (2, 3, {})]
     assert summary["client_accuracy"] == expected.summary["client_accuracy"]
@@ -327,14 +330,8 @@ def test_fedavg_with_secagg_on_a_federation_equals_in_process_up_to_quantisation
     raw["fedavg"] = {"evaluate_clients": False, "secure_aggregation": True}
     exp = experiment_from_dict(raw)
     expected = in_process(exp)
-    app = tmp_path / "app"
-    write_flower_app(
-        exp, app, run_dir=tmp_path / "run", reply_timeout=300, roster=tls_federation.roster_path
-    )
-    run = tls_federation.run(app, timeout=500)
-    assert run.ok, _diagnose(tls_federation, run)
-    assert "Secure aggregation completed" in run.log
-    lines, summary, arrays = read_run(tmp_path / "run")
+    log, lines, summary, arrays = run_deployed(tls_federation, exp, tmp_path)
+    assert "Secure aggregation completed" in log
     assert [(r["round"], r["replies"], r["secure_aggregation"]) for r in lines] == [(1, 3, True)]
     data = build_data(exp.data, exp.seed)
     held = [len(data.client(c).train_indices) + len(data.client(c).test_indices) for c in range(3)]

@@ -117,15 +117,7 @@ class AggregationOptions(Options):
     def aggregate(self, updates: Sequence[Update], reference: Mapping[str, np.ndarray]) -> Arrays:
         """The new arrays from the round's updates (entries nobody covered keep
         ``reference``)."""
-        return robust_mean(
-            updates,
-            reference,
-            self.rule,
-            trim_fraction=self.trim_fraction,
-            byzantine=self.byzantine,
-            keep=self.keep,
-            clip_norm=self.clip_norm,
-        )
+        return robust_mean(updates, reference, **self.model_dump())  # fields = its keywords
 
 
 class AggregatingConfig(Options):
