@@ -93,10 +93,10 @@ def noise_for_epsilon(target_epsilon: float, delta: float, sample_rate: float, s
         )
 
 
-def secret_generator() -> torch.Generator:
-    """A generator seeded from the operating system: noise nobody can recompute from a run
-    seed (which sits in the run folder's config)."""
-    return torch.Generator().manual_seed(secrets.randbits(63))
+def secret_generator(device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded from the operating system: noise nobody can recompute
+    from a run seed (which sits in the run folder's config)."""
+    return torch.Generator(device=device).manual_seed(secrets.randbits(63))
 
 
 def check_model(model: nn.Module) -> None:
@@ -136,7 +136,7 @@ def private_training(
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
         expected_batch_size=expected_batch_size,
-        generator=generator or secret_generator(),
+        generator=generator or secret_generator(next(model.parameters()).device),
     )
     try:
         with warnings.catch_warnings():
