@@ -165,6 +165,8 @@ class Averaging:
 
     weights: Arrays
     config: Any
+    #: The largest DP-SGD ε a member reported so far (``None``: members train without it).
+    dp_sgd_epsilon: float | None = None
 
     def expect(self, messages: Mapping[int, Message]) -> Expect:
         return ReplySpec.like(self.weights)
@@ -190,9 +192,6 @@ class Averaging:
         metrics["train_loss"] = weighted_metric(replies, "train_loss")
         metrics.update(self.track_dp_sgd(replies))
         return metrics
-
-    #: The largest DP-SGD ε a member reported so far (``None``: members train without it).
-    dp_sgd_epsilon: float | None = None
 
     def track_dp_sgd(self, replies: Mapping[int, Message]) -> dict[str, float]:
         """The round's largest member ε under DP-SGD (the weakest member guarantee), kept."""
