@@ -58,7 +58,7 @@ def epsilon_of(history: Sequence[Sequence[float]], delta: float) -> float:
     if any(z <= 0 for z, _, _ in phases):
         return float("inf")
     _require()
-    from opacus.accountants import RDPAccountant
+    from opacus.accountants import RDPAccountant  # type: ignore[import-untyped]
 
     accountant = RDPAccountant()
     accountant.load_state_dict({"history": phases, "mechanism": accountant.mechanism()})
@@ -79,7 +79,7 @@ def noise_for_epsilon(target_epsilon: float, delta: float, sample_rate: float, s
     """The noise multiplier that spends ``target_epsilon`` at ``delta`` in ``steps`` steps
     (Opacus's search over the same accountant, to within 0.01 of ε)."""
     _require()
-    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.accountants.utils import get_noise_multiplier  # type: ignore[import-untyped]
 
     with _quiet():
         return float(
@@ -102,7 +102,7 @@ def secret_generator(device: torch.device | str = "cpu") -> torch.Generator:
 def check_model(model: nn.Module) -> None:
     """Refuse a model Opacus cannot give per-sample gradients for (BatchNorm mixes samples)."""
     _require()
-    from opacus.validators import ModuleValidator
+    from opacus.validators import ModuleValidator  # type: ignore[import-untyped]
 
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
@@ -127,8 +127,8 @@ def private_training(
     a scratch model can serve the next member.
     """
     check_model(model)
-    from opacus import GradSampleModule
-    from opacus.optimizers import DPOptimizer
+    from opacus import GradSampleModule  # type: ignore[import-untyped]
+    from opacus.optimizers import DPOptimizer  # type: ignore[import-untyped]
 
     module = GradSampleModule(model)
     dp_optimizer = DPOptimizer(
@@ -154,5 +154,6 @@ def noise_only_step(module: nn.Module, optimizer: Any) -> None:
     optimizer.zero_grad(set_to_none=True)
     for p in module.parameters():
         if p.requires_grad:
-            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+            empty = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+            p.grad_sample = empty  # type: ignore[attr-defined]  # Opacus's per-sample slot
     optimizer.step()

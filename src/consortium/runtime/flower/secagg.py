@@ -27,7 +27,6 @@ use it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -47,8 +46,6 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid as FlowerNativeGrid
 
 from consortium.core.message import Arrays, Message
-
-log = logging.getLogger("consortium.runtime.flower")
 
 #: Key of the consortium meta record that tells a member how its update is weighted.
 WEIGHTING = "secure-weighting"
