@@ -12,9 +12,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
+from consortium import privacy
 from consortium.config import ConfigError, Options
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -33,6 +34,31 @@ class LocalTrainConfig(Options):
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd | adam")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty of the optimiser")
+    dp_sgd_noise: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="DP-SGD noise multiplier (sample-level DP with Opacus; 0: off); batches "
+        "become Poisson samples of expected size batch_size",
+    )
+    dp_sgd_clip: float = Field(
+        1.0, gt=0, le=1e6, description="DP-SGD: bound on each sample's gradient norm"
+    )
+    dp_sgd_delta: float = Field(
+        1e-5, gt=0, lt=1, description="DP-SGD: the delta at which members report their epsilon"
+    )
+
+    @field_validator("dp_sgd_noise")
+    @classmethod
+    def _opacus_installed(cls, v: float) -> float:
+        if v > 0 and not privacy.available():
+            raise ValueError(privacy.INSTALL_HINT)
+        return v
+
+    @property
+    def dp_sgd(self) -> bool:
+        """Whether members train with DP-SGD."""
+        return self.dp_sgd_noise > 0
 
     def as_config(self) -> dict[str, Any]:
         """Flat form for a message's config."""
@@ -92,6 +118,15 @@ def batch_order(indices: np.ndarray, batch_size: int, seed: int, epochs: int) ->
     return out
 
 
+def poisson_batches(
+    indices: np.ndarray, sample_rate: float, steps: int, seed: int
+) -> list[np.ndarray]:
+    """``steps`` batches in which each index takes part independently with ``sample_rate``
+    (DP-SGD's sampling, the one its accountant analyses; a batch may be empty)."""
+    rng = np.random.default_rng(seed)
+    return [indices[rng.random(len(indices)) < sample_rate] for _ in range(steps)]
+
+
 def make_optimizer(params: Any, cfg: LocalTrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -114,19 +149,55 @@ def train_batches(
     prox_mu: float = 0.0,
     optimizer: torch.optim.Optimizer | None = None,
     clip_grad_norm: float = 0.0,
+    expected_batch: int | None = None,
 ) -> dict[str, float]:
     """Run one optimiser step per batch; returns mean loss and counts.
 
     ``prox_mu > 0`` adds FedProx's proximal term (mu/2)·||w - w_start||² that keeps a member
-    near the model it received; ``clip_grad_norm > 0`` clips the gradient's global norm.
+    near the model it received; ``clip_grad_norm > 0`` clips the gradient's global norm. With
+    ``cfg.dp_sgd_noise > 0`` every step is a DP-SGD step (see :mod:`consortium.privacy`; plain
+    cross-entropy only: a proximal or correction term has no per-sample gradient to clip, and
+    DP-SGD clips each sample's gradient itself) whose noisy sum is divided by
+    ``expected_batch`` (default ``cfg.batch_size``).
     """
     device = device or next(model.parameters()).device
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer or make_optimizer(params, cfg)
+    if not cfg.dp_sgd:
+        return _steps(model, x, y, batches, params, opt, device, loss_fn, prox_mu, clip_grad_norm)
+    if prox_mu > 0 or loss_fn is not cross_entropy or clip_grad_norm > 0:
+        raise ValueError(
+            "DP-SGD trains plain cross-entropy only (no proximal or extra term, no other clipping)"
+        )
+    with privacy.private_training(
+        model,
+        opt,
+        noise_multiplier=cfg.dp_sgd_noise,
+        max_grad_norm=cfg.dp_sgd_clip,
+        expected_batch_size=expected_batch or cfg.batch_size,
+    ) as (module, dp_opt):
+        return _steps(module, x, y, batches, params, dp_opt, device, loss_fn, 0.0, 0.0)
+
+
+def _steps(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    batches: list[np.ndarray],
+    params: list[torch.nn.Parameter],
+    opt: Any,
+    device: torch.device,
+    loss_fn: LossFn,
+    prox_mu: float,
+    clip_grad_norm: float,
+) -> dict[str, float]:
     anchor = [p.detach().clone() for p in params] if prox_mu > 0 else None
     total, seen = 0.0, 0
     for idx in batches:
+        if len(idx) == 0:  # only DP-SGD's Poisson batches can be empty
+            privacy.noise_only_step(model, opt)
+            continue
         xb = torch.from_numpy(x[idx]).to(device, non_blocking=True)
         yb = torch.from_numpy(y[idx]).to(device, non_blocking=True)
         loss = loss_fn(model, xb, yb)
@@ -156,10 +227,27 @@ def train_local(
     if len(indices) == 0:
         return {"train_loss": 0.0, "num_examples": 0.0, "steps": 0}
     torch.manual_seed(seed)
-    batches = batch_order(np.asarray(indices), cfg.batch_size, seed, cfg.epochs)
+    indices = np.asarray(indices)
+    if cfg.dp_sgd:
+        batches = poisson_batches(
+            indices, dp_sample_rate(cfg, len(indices)), dp_steps(cfg, len(indices)), seed
+        )
+        kwargs.setdefault("expected_batch", min(cfg.batch_size, len(indices)))
+    else:
+        batches = batch_order(indices, cfg.batch_size, seed, cfg.epochs)
     result = train_batches(model, x, y, batches, cfg, **kwargs)
     result["num_examples"] = float(len(indices))
     return result
+
+
+def dp_sample_rate(cfg: LocalTrainConfig, num_samples: int) -> float:
+    """DP-SGD's per-step sampling rate: ``batch_size / num_samples`` (at most 1)."""
+    return min(1.0, cfg.batch_size / max(num_samples, 1))
+
+
+def dp_steps(cfg: LocalTrainConfig, num_samples: int) -> int:
+    """DP-SGD steps of one local run: ``epochs`` passes of expected size ``batch_size``."""
+    return cfg.epochs * -(-num_samples // cfg.batch_size)
 
 
 @torch.no_grad()

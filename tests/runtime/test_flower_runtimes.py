@@ -34,6 +34,7 @@ from consortium.experiment.flower import run_on_simulation, write_flower_app
 from consortium.runtime import LocalRuntime
 from consortium.runtime.flower import (
     LoopbackFederation,
+    SecureAggregation,
     run_on_flower_simulation,
     simulation_backend_config,
     write_node_key,
@@ -242,6 +243,41 @@ def test_fedavg_in_flower_simulation_equals_in_process(tmp_path, offline_env):
     assert summary["client_accuracy"] == expected.summary["client_accuracy"]
 
 
+def secure_experiment(num_clients):
+    raw = experiment(num_clients, rounds=1).to_toml_dict()
+    raw["fedavg"] = {"evaluate_clients": False, "secure_aggregation": True}
+    return experiment_from_dict(raw)
+
+
+def quantisation_bound(exp):
+    """Each member's weighted update entry is rounded to 2·clip/Q; the mean divides the sum
+    of those errors by the summed weights (train samples over the largest member's)."""
+    data = build_data(exp.data, exp.seed)
+    views = [data.client(c) for c in range(data.num_clients)]
+    held = [len(v.train_indices) + len(v.test_indices) for v in views]
+    weights = [len(v.train_indices) / max(held) for v in views]
+    return len(views) * SecureAggregation().quantisation_step / sum(weights)
+
+
+def test_fedavg_with_secagg_in_flower_simulation(tmp_path, offline_env):
+    pytest.importorskip("ray")
+    exp = secure_experiment(3)
+    expected = in_process(exp)
+    data = build_data(exp.data, exp.seed)
+    workflow, _ = get_method("fedavg").build(
+        method_context(exp, data), exp.method_options["fedavg"]
+    )
+    result = run_on_simulation(
+        exp, "fedavg", workflow, 3, progress=False, data=data,
+        backend_config=simulation_backend_config(num_cpus=2),
+    )  # fmt: skip
+    assert [r["secure_aggregation"] for r in result.rounds] == [True]
+    diff = max(
+        float(np.abs(result.final_arrays[k] - v).max()) for k, v in expected.final_arrays.items()
+    )
+    assert 0 < diff <= quantisation_bound(exp), diff
+
+
 def test_stateful_workflow_in_flower_simulation_equals_in_process(stateful_app):
     pytest.importorskip("ray")
     _, module = stateful_app
@@ -300,20 +336,39 @@ def _alive(pid):
     return status.exists() and "zombie" not in status.read_text()
 
 
+def run_deployed(fed, exp, tmp_path):
+    """Run the experiment's first method as a Flower app on ``fed``; (log, run folder files)."""
+    app = tmp_path / "app"
+    write_flower_app(exp, app, run_dir=tmp_path / "run", reply_timeout=300, roster=fed.roster_path)
+    run = fed.run(app, timeout=500)
+    assert run.ok, _diagnose(fed, run)
+    return run.log, *read_run(tmp_path / "run")
+
+
 def test_fedavg_on_a_tls_federation_equals_in_process(tls_federation, tmp_path):
     exp = experiment(3)
     expected = in_process(exp)
-    app = tmp_path / "app"
-    write_flower_app(
-        exp, app, run_dir=tmp_path / "run", reply_timeout=300, roster=tls_federation.roster_path
-    )
-    run = tls_federation.run(app, timeout=500)
-    assert run.ok, _diagnose(tls_federation, run)
-    assert "[consortium] round 2: 3 replies" in run.log
-    lines, summary, arrays = read_run(tmp_path / "run")
+    log, lines, summary, arrays = run_deployed(tls_federation, exp, tmp_path)
+    assert "[consortium] round 2: 3 replies" in log
     assert_same_model(expected.final_arrays, arrays)
     assert [(r["round"], r["replies"], r["failures"]) for r in lines] == [(1, 3, {}), (2, 3, {})]
     assert summary["client_accuracy"] == expected.summary["client_accuracy"]
+
+
+def test_fedavg_with_secagg_on_a_federation_equals_in_process_up_to_quantisation(
+    tls_federation, tmp_path
+):
+    """SecAgg+ on the documented deployment: Flower's secaggplus_mod on each member, its
+    SecAggPlusWorkflow on the server; the model is in-process FedAvg's but for the fixed-point
+    quantisation of each member's update (2·clip/Q per entry, divided by the summed weights)."""
+    exp = secure_experiment(3)
+    expected = in_process(exp)
+    log, lines, summary, arrays = run_deployed(tls_federation, exp, tmp_path)
+    assert "Secure aggregation completed" in log
+    assert [(r["round"], r["replies"], r["secure_aggregation"]) for r in lines] == [(1, 3, True)]
+    diff = max(float(np.abs(arrays[k] - v).max()) for k, v in expected.final_arrays.items())
+    assert 0 < diff <= quantisation_bound(exp), diff
+    assert summary["test_accuracy"] == pytest.approx(expected.summary["test_accuracy"], abs=0.01)
 
 
 def test_stateful_workflow_on_a_federation_equals_in_process(

@@ -9,7 +9,7 @@ from consortium.core.aggregation import (
     weighted_mean,
 )
 from consortium.core.client import ClientApp, ClientContext, Handler, UnknownMessageKind
-from consortium.core.grid import Grid, RoundRecord, TooFewReplies
+from consortium.core.grid import Grid, MeanReply, RoundRecord, TooFewReplies
 from consortium.core.message import Arrays, Message
 from consortium.core.run import RunResult, load_checkpoint, read_jsonl, run_workflow
 from consortium.core.sampling import derive_seed, rng_for, sample_clients
@@ -24,6 +24,7 @@ __all__ = [
     "Grid",
     "Handler",
     "InvalidReply",
+    "MeanReply",
     "Message",
     "ReplySpec",
     "RoundRecord",

@@ -14,7 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consortium.core.message import Message
+import numpy as np
+
+from consortium.core.aggregation import Update, partial_mean
+from consortium.core.message import Arrays, Message
 from consortium.core.sampling import derive_seed, rng_for, sample_clients
 from consortium.core.validation import (
     SAMPLE_COUNTS,
@@ -81,6 +84,46 @@ class RoundRecord:
 
 
 ExpectSpec = ReplySpec | Callable[[int], ReplySpec] | None
+
+
+@dataclass
+class MeanReply:
+    """What :meth:`Grid.send_mean` returns: the mean of the replies' arrays, never one's.
+
+    Attributes
+    ----------
+    arrays
+        The (weighted) mean of the valid replies' arrays (the sent arrays when none came).
+    weight
+        The sum of the weights in the mean (0: no valid reply).
+    metrics
+        Each contributing member's metrics (sample count, loss: what the weighting needs).
+    secure
+        Whether the server saw only the sum (a runtime with secure aggregation).
+    """
+
+    arrays: Arrays
+    weight: float
+    metrics: dict[int, dict[str, float]]
+    secure: bool = False
+
+
+def same_arrays(messages: Mapping[int, Message]) -> Arrays:
+    """The arrays every message carries (a secure sum needs one reference for all)."""
+    if not messages:
+        return {}
+    first = next(iter(messages.values())).arrays
+    for msg in messages.values():
+        same = msg.arrays is first or (
+            msg.arrays.keys() == first.keys()
+            and all(
+                v is first[k] or (v.shape == first[k].shape and np.array_equal(v, first[k]))
+                for k, v in msg.arrays.items()
+            )
+        )
+        if not same:
+            raise ValueError("a mean of replies needs the same arrays sent to every member")
+    return dict(first)
 
 
 def held_examples(data: Any) -> int | None:
@@ -181,43 +224,83 @@ class Grid(ABC):
         capped at it (and logged). The replies returned are the server's own copies: fresh
         ``Message`` objects with plain-float metrics.
         """
+        self._deliver(messages)
+        replies, failures = self._exchange(messages)
+        self._report_progress(len(messages), len(messages))
+        self._fail(failures)
+        accepted: dict[int, Message] = {}
+        for cid in sorted(replies):
+            reply = self._accept(cid, replies[cid], messages[cid].kind, expect)
+            if reply is not None:
+                accepted[cid] = reply
+        self._require(len(accepted), len(messages))
+        return accepted
+
+    def send_mean(
+        self, messages: Mapping[int, Message], expect: ExpectSpec = None, *, weighted: bool = True
+    ) -> MeanReply:
+        """Deliver one message per member; return only the mean of the replies' arrays.
+
+        Every message carries the same arrays (the model members train) and every reply
+        arrays of the same names and shapes; the mean is weighted by ``num_examples`` (capped
+        as :meth:`send` caps it) or equal. This is what a server that needs only the sum of
+        updates asks for, so a runtime with secure aggregation (Flower with SecAgg+, see
+        :mod:`consortium.runtime.flower`) can answer it without the server ever seeing one
+        member's arrays. This base computes it from the replies :meth:`send` checked: the
+        same numbers, without the cryptography (in-process, server and members share a
+        process anyway).
+        """
+        reference = same_arrays(messages)
+        replies = self.send(messages, expect if expect is not None else ReplySpec.like(reference))
+        updates = [
+            Update(r.arrays, r.metrics.get("num_examples", 0.0) if weighted else 1.0)
+            for r in replies.values()
+        ]
+        total = float(sum(u.weight for u in updates))
+        mean = partial_mean(updates, reference) if total > 0 else dict(reference)
+        metrics = {c: dict(r.metrics) for c, r in replies.items()}
+        return MeanReply(mean, total, metrics, secure=False)
+
+    def _deliver(self, messages: Mapping[int, Message]) -> None:
+        """Refuse unknown members; count what goes down."""
         unknown = [c for c in messages if not 0 <= c < self.num_clients]
         if unknown:
             raise KeyError(f"no such members: {unknown[:5]}")
         for cid, msg in messages.items():
             self.record.sent.append(cid)
             self.record.bytes_down[cid] = self.record.bytes_down.get(cid, 0) + msg.nbytes
-        replies, failures = self._exchange(messages)
-        self._report_progress(len(messages), len(messages))
+
+    def _fail(self, failures: Mapping[int, str]) -> None:
         for cid, reason in failures.items():
             log.warning("round %d: member %d failed: %s", self.round, cid, reason)
             self.record.failures[cid] = reason
-        accepted: dict[int, Message] = {}
-        for cid in sorted(replies):
-            raw = replies[cid]
-            # What crossed the wire counts, rejected or not (a reply that is not even a
-            # Message has no size we can trust).
-            self.record.bytes_up[cid] = self.record.bytes_up.get(cid, 0) + _wire_bytes(raw)
-            try:
-                check_message(raw, messages[cid].kind, self.max_reply_bytes)
-                assert isinstance(raw, Message)
-                reply = Message(raw.kind, dict(raw.arrays), dict(raw.config), plain_metrics(raw))
-                spec = expect(cid) if callable(expect) else expect
-                if spec is not None:
-                    check_arrays(reply, spec)
-            except InvalidReply as err:
-                log.warning("round %d: rejected reply of member %d: %s", self.round, cid, err)
-                self.record.rejected[cid] = str(err)
-                continue
-            self._cap_counts(cid, reply)
-            accepted[cid] = reply
-            self.record.replied.append(cid)
-        if len(accepted) < min(self.min_replies, len(messages)):
+
+    def _accept(self, cid: int, raw: object, kind: str, expect: ExpectSpec) -> Message | None:
+        """The server's checked copy of a reply, or ``None`` (rejected, with the reason kept)."""
+        # What crossed the wire counts, rejected or not (a reply that is not even a Message
+        # has no size we can trust).
+        self.record.bytes_up[cid] = self.record.bytes_up.get(cid, 0) + _wire_bytes(raw)
+        try:
+            check_message(raw, kind, self.max_reply_bytes)
+            assert isinstance(raw, Message)
+            reply = Message(raw.kind, dict(raw.arrays), dict(raw.config), plain_metrics(raw))
+            spec = expect(cid) if callable(expect) else expect
+            if spec is not None:
+                check_arrays(reply, spec)
+        except InvalidReply as err:
+            log.warning("round %d: rejected reply of member %d: %s", self.round, cid, err)
+            self.record.rejected[cid] = str(err)
+            return None
+        self._cap_counts(cid, reply)
+        self.record.replied.append(cid)
+        return reply
+
+    def _require(self, valid: int, asked: int) -> None:
+        if valid < min(self.min_replies, asked):
             raise TooFewReplies(
-                f"round {self.round}: {len(accepted)} valid replies of {len(messages)}, "
+                f"round {self.round}: {valid} valid replies of {asked}, "
                 f"fewer than min_replies={self.min_replies}"
             )
-        return accepted
 
     def _cap_counts(self, cid: int, reply: Message) -> None:
         """Cap a reply's sample counts at what the member declared it holds."""

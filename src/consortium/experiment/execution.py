@@ -96,6 +96,7 @@ def execute(
             resume=resume,
             progress=progress,
             description=description or target,
+            data=data,
         )
     return run_workflow(
         workflow,

@@ -23,6 +23,10 @@ run config key      meaning
                     deployment maps nodes to members by it; empty: by their partition-id)
 =================== ==========================================================================
 
+A method whose options say ``secure_aggregation = true`` (FedAvg, FedProx) runs with SecAgg+:
+the app's client component is :data:`clientapp_secure` (Flower's ``secaggplus_mod`` around
+every handler) and the server asks for the mean of the members' models through the protocol.
+
 Each SuperNode says which member it is with ``--node-config``:
 
 =================== ==========================================================================
@@ -53,6 +57,7 @@ from consortium.runtime.flower.apps import (
     flower_client_app,
     flower_server_app,
 )
+from consortium.runtime.flower.secagg import SecureAggregation
 
 MODULE = "consortium.experiment.flower"
 
@@ -99,6 +104,17 @@ def _build(exp: Any, target: str) -> tuple[Any, Any, Any]:
     return data, workflow, app
 
 
+def member_sizes(data: Any) -> dict[int, int | None]:
+    """Samples each member holds (what the server caps reported counts at)."""
+    return {c: held_examples(data.client(c)) for c in range(data.num_clients)}
+
+
+def secure_settings(exp: Any, method: str) -> SecureAggregation | None:
+    """SecAgg+ settings for a method whose options ask for secure aggregation, else ``None``."""
+    options = exp.method_options.get(method)
+    return SecureAggregation() if getattr(options, "secure_aggregation", False) else None
+
+
 def experiment_server_run(settings: AppSettings) -> ServerRun:
     """The server side of an experiment's method, from a Flower run config."""
     rc = settings.run_config
@@ -120,7 +136,8 @@ def experiment_server_run(settings: AppSettings) -> ServerRun:
         resume=bool(rc.get("resume", False)),
         progress=False,
         description=method,
-        data_sizes={c: held_examples(data.client(c)) for c in range(data.num_clients)},
+        data_sizes=member_sizes(data),
+        secure_aggregation=secure_settings(exp, method),
     )
 
 
@@ -138,6 +155,10 @@ serverapp = flower_server_app(experiment_server_run)
 
 #: The Flower ``ClientApp`` of an app folder written by :func:`write_flower_app`.
 clientapp = flower_client_app(experiment_member)
+
+#: The same with Flower's ``secaggplus_mod``: the client component of a method that asks for
+#: secure aggregation (its members then answer ``train`` only inside SecAgg+).
+clientapp_secure = flower_client_app(experiment_member, secure_aggregation=True)
 
 
 class ExperimentMembers:
@@ -170,6 +191,7 @@ def run_on_simulation(
     progress: bool = True,
     description: str | None = None,
     backend_config: Mapping[str, Any] | None = None,
+    data: Any = None,
 ) -> Any:
     """Run a workflow of an experiment on Flower's simulation engine (``execute``'s hook).
 
@@ -177,7 +199,8 @@ def run_on_simulation(
     from the experiment in each simulation worker. Seed, ``min_replies`` and
     ``max_reply_mb`` come from the experiment; so do the Ray resources when its
     ``[federation]`` section has ``simulation_cpus``, ``cpus_per_client`` or
-    ``gpus_per_client`` (default: every core, one CPU per member at a time).
+    ``gpus_per_client`` (default: every core, one CPU per member at a time). ``data`` (the
+    federated data the runner built) gives the server the members' sizes.
     """
     from consortium.runtime.flower.simulation import (
         run_on_flower_simulation,
@@ -201,6 +224,8 @@ def run_on_simulation(
         progress=progress,
         description=description or target,
         backend_config=backend_config,
+        secure_aggregation=secure_settings(experiment, target),
+        data_sizes=None if data is None else member_sizes(data),
     )
 
 
@@ -251,6 +276,7 @@ def write_flower_app(
         raise ValueError(f"method {method!r} is not one of the experiment's {experiment.methods}")
     out = Path(app_dir)
     out.mkdir(parents=True, exist_ok=True)
+    client = "clientapp_secure" if secure_settings(experiment, method) else "clientapp"
     config: dict[str, Any] = {
         "method": method,
         "run-dir": "" if run_dir is None else str(run_dir),
@@ -276,7 +302,7 @@ def write_flower_app(
                     "publisher": "consortium",
                     "components": {
                         "serverapp": f"{MODULE}:serverapp",
-                        "clientapp": f"{MODULE}:clientapp",
+                        "clientapp": f"{MODULE}:{client}",
                     },
                     "config": config,
                 }

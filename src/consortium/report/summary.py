@@ -38,6 +38,8 @@ OPTIONAL_COLUMNS: list[tuple[str, str]] = [
     ("ipr", "IPR (test set)"),
     ("ipr_own_view", "IPR (own views)"),
     ("reward_accuracy_range", "reward acc range"),
+    ("dp_epsilon", "ε (members)"),  # DP-FedAvg: member-level, at the run's δ
+    ("dp_sgd_epsilon", "ε (samples)"),  # DP-SGD: the weakest member's sample-level ε
 ]
 FAIRNESS_KEYS = frozenset({"pearson", "ipr", "ipr_own_view", "reward_accuracy_range"})
 
@@ -109,6 +111,8 @@ def _fmt(key: str, value: Any) -> str:
     if isinstance(value, float):
         if key == "wall_time_s":
             return f"{value:.1f}"
+        if key.endswith("epsilon"):
+            return f"{value:.2f}"
         return f"{value:.3f}" if key in FAIRNESS_KEYS else f"{value:.4f}"
     return str(value)
 

@@ -26,13 +26,12 @@ what each member is sent, and how the (smaller) updates are averaged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from consortium.algorithms.aequa.config import AequaTrainingTimeConfig
 from consortium.algorithms.aequa.workflow import Aequa
 from consortium.algorithms.base.workflow import Expect, FederatedWorkflow
-from consortium.core.aggregation import Update, partial_mean
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 
@@ -59,10 +58,6 @@ class AequaTrainingTime(Aequa):
 
     def expect(self, messages: Mapping[int, Message]) -> Expect:
         return FederatedWorkflow.expect(self, messages)  # each reply like what it was sent
-
-    def aggregate(self, updates: Sequence[Update]) -> Arrays:
-        """Each entry over the members whose width covers it."""
-        return partial_mean(updates, self.weights)
 
     def aggregate_train(
         self, grid: Grid, rnd: int, replies: Mapping[int, Message]

@@ -8,9 +8,15 @@ config; a method's own TOML section holds everything else. Python users set them
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
 
 from consortium.config import Options
+from consortium.core.aggregation import Update, robust_mean
+from consortium.core.message import Arrays
 from consortium.training import LocalTrainConfig
 
 #: Config fields an experiment fills from its shared tables (never from a method's section).
@@ -64,7 +70,66 @@ class FederatedConfig(TrainingConfig, ScheduleConfig):
     """A round-based federated method: local training, who takes part, when to evaluate."""
 
 
-class AveragingConfig(FederatedConfig):
+class AggregationOptions(Options):
+    """How the server combines members' updates: a method's ``aggregation`` table
+    (``[fedavg.aggregation]``).
+
+    The default is the weighted mean. The robust rules bound what a few hostile members can do
+    to the model (:func:`~consortium.core.aggregation.robust_mean`); each entry is combined
+    over the members that cover it, so partial updates (FedRA's blocks, narrower tensors,
+    masks) work with every rule. Except ``mean``, the rules ignore sample-count weights (a
+    member could claim any count); ``multi_krum`` averages the updates it keeps by weight.
+    """
+
+    rule: Literal["mean", "median", "trimmed_mean", "krum", "multi_krum"] = Field(
+        "mean", description="mean | median | trimmed_mean | krum | multi_krum"
+    )
+    trim_fraction: float = Field(
+        0.2, ge=0, lt=0.5, description="trimmed_mean: share of each entry's values cut at each end"
+    )
+    byzantine: int = Field(
+        0,
+        ge=0,
+        description="krum, multi_krum: members assumed hostile, f (scores sum the n - f - 2 "
+        "nearest; multi_krum keeps n - f)",
+    )
+    keep: int | None = Field(
+        None, ge=1, description="multi_krum: updates averaged (default: n - byzantine)"
+    )
+    clip_norm: float | str | None = Field(
+        None,
+        description="first scale each update's change down to this L2 norm ('median': the "
+        "round's median norm)",
+    )
+
+    @field_validator("clip_norm")
+    @classmethod
+    def _norm(cls, v: float | str | None) -> float | str | None:
+        if v is None or v == "median" or (isinstance(v, float) and v > 0):
+            return v
+        raise ValueError(f"clip_norm must be a positive number or 'median', got {v!r}")
+
+    @property
+    def robust(self) -> bool:
+        """Whether the server needs each update on its own (anything but a plain mean)."""
+        return self.rule != "mean" or self.clip_norm is not None
+
+    def aggregate(self, updates: Sequence[Update], reference: Mapping[str, np.ndarray]) -> Arrays:
+        """The new arrays from the round's updates (entries nobody covered keep
+        ``reference``)."""
+        return robust_mean(updates, reference, **self.model_dump())  # fields = its keywords
+
+
+class AggregatingConfig(Options):
+    """A method whose server combines members' updates with a configurable rule."""
+
+    aggregation: AggregationOptions = Field(
+        default_factory=AggregationOptions,
+        description="how updates are combined: rule, trim_fraction, byzantine, keep, clip_norm",
+    )
+
+
+class AveragingConfig(FederatedConfig, AggregatingConfig):
     """A method whose server averages members' models (FedAvg and its relatives)."""
 
     weighted: bool = Field(True, description="weight updates by member sample counts")

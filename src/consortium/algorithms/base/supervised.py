@@ -14,13 +14,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from consortium import privacy
 from consortium.core.client import ClientApp, ClientContext
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.sampling import derive_seed
 from consortium.core.validation import ReplySpec
 from consortium.models.weights import get_arrays, set_arrays
-from consortium.training import LocalTrainConfig, evaluate, resolve_device, train_local
+from consortium.training import (
+    LocalTrainConfig,
+    dp_sample_rate,
+    evaluate,
+    resolve_device,
+    train_local,
+)
 
 ModelFn = Callable[[], nn.Module]
 
@@ -57,7 +64,27 @@ def train_member(
     """Train ``model`` on the member's own training samples, with its seed for this round
     (``kwargs``: ``device``, ``loss_fn``, ``prox_mu``, ... of :func:`train_local`)."""
     data = ctx.data
-    return train_local(model, data.x, data.y, data.train_indices, cfg, ctx.seed, **kwargs)
+    metrics = train_local(model, data.x, data.y, data.train_indices, cfg, ctx.seed, **kwargs)
+    if cfg.dp_sgd and metrics["steps"]:
+        metrics["dp_sgd_epsilon"] = account_dp_sgd(
+            ctx.state, cfg, len(data.train_indices), int(metrics["steps"])
+        )
+    return metrics
+
+
+def account_dp_sgd(
+    state: dict[str, Any], cfg: LocalTrainConfig, num_samples: int, steps: int
+) -> float:
+    """Add a local run's DP-SGD steps to the member's own account (``state``, kept across
+    rounds) and return its ε so far, at ``cfg.dp_sgd_delta``: the member's guarantee for
+    each of its samples over every round it took part in."""
+    rate = dp_sample_rate(cfg, num_samples)
+    history: list[list[float]] = state.setdefault("dp_sgd_history", [])
+    if history and history[-1][0] == cfg.dp_sgd_noise and history[-1][1] == rate:
+        history[-1][2] += steps
+    else:
+        history.append([cfg.dp_sgd_noise, rate, steps])
+    return privacy.epsilon_of(history, cfg.dp_sgd_delta)
 
 
 def evaluate_member(model: nn.Module, ctx: ClientContext, device: Any) -> dict[str, float]:

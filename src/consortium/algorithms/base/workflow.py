@@ -6,12 +6,14 @@ the loop. One round here is:
 
 1. :meth:`~FederatedWorkflow.sample` the members of the round (seeded by run seed and round);
 2. :meth:`~FederatedWorkflow.configure_train`: one message per sampled member;
-3. send them; every reply is checked by the grid (and against :meth:`~FederatedWorkflow.expect`);
-4. :meth:`~FederatedWorkflow.aggregate_train`: the replies become the new server state;
-5. :meth:`~FederatedWorkflow.evaluate` when the schedule says so (``eval_every`` and the last
+3. :meth:`~FederatedWorkflow.exchange`: send them, every reply checked by the grid (and
+   against :meth:`~FederatedWorkflow.expect`), then
+   :meth:`~FederatedWorkflow.aggregate_train`: the replies become the new server state (a
+   method that needs only their sum may ask the grid for that alone: secure aggregation);
+4. :meth:`~FederatedWorkflow.evaluate` when the schedule says so (``eval_every`` and the last
    round).
 
-The workflow changes its state only in step 4, after ``send`` returned, so a round skipped for
+The workflow changes its state only in step 3, after ``send`` returned, so a round skipped for
 too few replies leaves it as it was.
 """
 
@@ -29,7 +31,7 @@ from consortium.algorithms.base.supervised import (
     final_summary,
     initial_arrays,
 )
-from consortium.core.aggregation import Update, weighted_mean
+from consortium.core.aggregation import Update
 from consortium.core.grid import Grid, TooFewReplies
 from consortium.core.message import Arrays, Message
 from consortium.core.validation import ReplySpec
@@ -51,9 +53,8 @@ class FederatedWorkflow(Workflow, Generic[C]):
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
         sampled = self.sample(grid, rnd)
         messages = self.configure_train(grid, rnd, sampled)
-        replies = grid.send(messages, expect=self.expect(messages))
         metrics: dict[str, Any] = {"sampled": sampled}
-        metrics.update(self.aggregate_train(grid, rnd, replies))
+        metrics.update(self.exchange(grid, rnd, messages))
         if self.config.evaluates(rnd):
             metrics.update(self.evaluate(rnd))
         return metrics
@@ -72,6 +73,11 @@ class FederatedWorkflow(Workflow, Generic[C]):
         """What a valid reply holds: by default the arrays the member was sent, same shapes."""
         specs = {c: ReplySpec.like(m.arrays) for c, m in messages.items()}
         return lambda c: specs[c]
+
+    def exchange(self, grid: Grid, rnd: int, messages: Mapping[int, Message]) -> dict[str, Any]:
+        """Send the round's messages and fold the valid replies in (:meth:`aggregate_train`)."""
+        replies = grid.send(messages, expect=self.expect(messages))
+        return self.aggregate_train(grid, rnd, replies)
 
     def aggregate_train(
         self, grid: Grid, rnd: int, replies: Mapping[int, Message]
@@ -151,20 +157,24 @@ class ModelState:
 class Averaging:
     """Mixin: the server averages full models sent back by members (FedAvg's step).
 
-    Needs ``self.weights`` and a config with ``weighted``. Hooks: :meth:`aggregate` (the rule;
-    robust rules override it) and :meth:`observe` (look at the round before the new model is
-    taken, e.g. to track contributions).
+    Needs ``self.weights`` and a config with ``weighted`` and ``aggregation`` (an
+    :class:`~consortium.algorithms.base.config.AveragingConfig`). Hooks: :meth:`aggregate`
+    (the configured rule: the weighted mean or a robust one) and :meth:`observe` (look at the
+    round before the new model is taken, e.g. to track contributions).
     """
 
     weights: Arrays
     config: Any
+    #: The largest DP-SGD ε a member reported so far (``None``: members train without it).
+    dp_sgd_epsilon: float | None = None
 
     def expect(self, messages: Mapping[int, Message]) -> Expect:
         return ReplySpec.like(self.weights)
 
     def aggregate(self, updates: Sequence[Update]) -> Arrays:
-        """The new global model from this round's updates."""
-        return weighted_mean(updates)
+        """The new global model from this round's updates, by the configured rule (each entry
+        over the updates that cover it; see ``AggregationOptions``)."""
+        return self.config.aggregation.aggregate(updates, self.weights)
 
     def observe(self, replies: Mapping[int, Message], new: Arrays) -> dict[str, Any]:
         """Metrics of the round, computed before ``new`` replaces the model."""
@@ -180,7 +190,18 @@ class Averaging:
         metrics = self.observe(replies, new)
         self.weights = new
         metrics["train_loss"] = weighted_metric(replies, "train_loss")
+        metrics.update(self.track_dp_sgd(replies))
         return metrics
+
+    def track_dp_sgd(self, replies: Mapping[int, Message]) -> dict[str, float]:
+        """The round's largest member ε under DP-SGD (the weakest member guarantee), kept."""
+        reported = [
+            e for e in (r.metrics.get("dp_sgd_epsilon") for r in replies.values()) if e is not None
+        ]
+        if not reported:
+            return {}
+        self.dp_sgd_epsilon = max(self.dp_sgd_epsilon or 0.0, *reported)
+        return {"dp_sgd_epsilon": max(reported)}
 
 
 A = TypeVar("A", bound=AveragingConfig)
@@ -221,4 +242,19 @@ class GlobalModelWorkflow(Averaging, ModelState, FederatedWorkflow[A], Generic[A
         return self.evaluator(self.weights)
 
     def finish(self, grid: Grid) -> dict[str, Any]:
-        return final_summary(self.evaluator, grid, self.weights, self.config.evaluate_clients)
+        summary = final_summary(self.evaluator, grid, self.weights, self.config.evaluate_clients)
+        if self.dp_sgd_epsilon is not None:
+            summary.update(
+                dp_sgd_epsilon=self.dp_sgd_epsilon, dp_sgd_delta=self.config.local.dp_sgd_delta
+            )
+        return summary
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.dp_sgd_epsilon is not None:
+            state["dp_sgd_epsilon"] = self.dp_sgd_epsilon
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.dp_sgd_epsilon = state.get("dp_sgd_epsilon")

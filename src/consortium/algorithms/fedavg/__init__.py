@@ -1,10 +1,11 @@
-"""FedAvg and FedProx; registers the methods ``fedavg`` and ``fedprox``."""
+"""FedAvg, FedProx and DP-FedAvg; registers the methods ``fedavg``, ``fedprox`` and
+``dp_fedavg``."""
 
 from __future__ import annotations
 
 from consortium.algorithms.base.supervised import supervised_client_app
-from consortium.algorithms.fedavg.config import FedAvgConfig, FedProxConfig
-from consortium.algorithms.fedavg.workflow import FedAvg, FedProx
+from consortium.algorithms.fedavg.config import DPFedAvgConfig, FedAvgConfig, FedProxConfig
+from consortium.algorithms.fedavg.workflow import DPFedAvg, FedAvg, FedProx
 from consortium.algorithms.registry import (
     MethodContext,
     MethodSpec,
@@ -13,7 +14,7 @@ from consortium.algorithms.registry import (
 )
 from consortium.core.client import ClientApp
 
-__all__ = ["FedAvg", "FedAvgConfig", "FedProx", "FedProxConfig"]
+__all__ = ["DPFedAvg", "DPFedAvgConfig", "FedAvg", "FedAvgConfig", "FedProx", "FedProxConfig"]
 
 
 def _build(cls: type[FedAvg]):  # type: ignore[no-untyped-def]
@@ -39,6 +40,15 @@ register_method(
         FedProxConfig,
         _build(FedProx),
         "FedAvg with FedProx's proximal term (Li et al.)",
+        check=builds_model,
+    )
+)
+register_method(
+    MethodSpec(
+        "dp_fedavg",
+        DPFedAvgConfig,
+        _build(DPFedAvg),
+        "FedAvg with member-level differential privacy (McMahan et al., ICLR 2018)",
         check=builds_model,
     )
 )

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from consortium.algorithms.base.config import FederatedConfig
+from consortium.algorithms.base.config import AggregatingConfig, FederatedConfig
 from consortium.data.text import MINILM
 from consortium.models.transformer import LoraSettings
 from consortium.training import LocalTrainConfig
@@ -46,7 +46,7 @@ _CAPACITIES = (
 )
 
 
-class FedRAConfig(FederatedConfig):
+class FedRAConfig(FederatedConfig, AggregatingConfig):
     """FedRA (Su, Li, Xue, ECCV 2024) and the baselines that differ only in who trains which
     blocks (the variant says which: see :mod:`consortium.algorithms.fedra.workflow`)."""
 

@@ -35,7 +35,7 @@ from consortium.algorithms.fedra.client import LogitsOnly, block_arrays
 from consortium.algorithms.fedra.config import Allocation, FedRAConfig, InclusiveFLConfig
 from consortium.algorithms.fedra.cost import ActivationMeter, peak_bytes, state_bytes
 from consortium.algorithms.fedra.inclusive import group_updates, nudge_top_blocks
-from consortium.core.aggregation import Update, partial_mean
+from consortium.core.aggregation import Update
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message
 from consortium.core.sampling import derive_seed, rng_for
@@ -211,7 +211,7 @@ class FedRA(FederatedWorkflow[FedRAConfig]):
         """Average every array over the members that sent it."""
         updates = updates_from(replies, self.config.weighted)
         if updates:
-            self.adapters = partial_mean(updates, self.adapters)
+            self.adapters = self.config.aggregation.aggregate(updates, self.adapters)
 
     def configure_train(self, grid: Grid, rnd: int, sampled: list[int]) -> dict[int, Message]:
         cfg = self.config
@@ -413,7 +413,7 @@ class InclusiveFL(FedRA):
             Update(arrays[c], r.metrics.get("num_examples", 0.0) if weighted else 1.0)
             for c, r in replies.items()
         ]
-        self.adapters = partial_mean(updates, self.adapters)
+        self.adapters = cfg.aggregation.aggregate(updates, self.adapters)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "momentum_last": self.momentum_last}

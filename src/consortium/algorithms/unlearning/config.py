@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from consortium.algorithms.base.config import AggregatingConfig
 from consortium.config import Options
 from consortium.core.rundir import check_run_name
 from consortium.training import LocalTrainConfig
@@ -25,7 +26,7 @@ UNLEARNING_METHODS = (
 )
 
 
-class SelectiveOptions(Options):
+class SelectiveOptions(AggregatingConfig):
     """Explanation-guided selective unlearning (Xu et al., IEEE TBD 2025; the formulas are our
     reconstruction, see docs/methods/unlearning.md)."""
 

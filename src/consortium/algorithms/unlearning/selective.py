@@ -33,7 +33,7 @@ from consortium.algorithms.unlearning.losses import masked_steps
 from consortium.algorithms.unlearning.perturbation import class_impressions
 from consortium.algorithms.unlearning.request import UnlearningRequest
 from consortium.algorithms.unlearning.stopping import retire_class_row
-from consortium.core.aggregation import Update, scatter_masked, weighted_mean
+from consortium.core.aggregation import Update, gather_masked, scatter_masked
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays
 from consortium.core.sampling import derive_seed
@@ -175,7 +175,7 @@ class SelectiveUnlearning(UnlearningWorkflow):
         ]
         metrics, done = self._checked(replies, rnd - 1)
         if updates and not done:  # when the model received was forgotten already, it stays
-            packed = weighted_mean(updates)
+            packed = cfg.aggregation.aggregate(updates, gather_masked(self.weights, self.mask))
             self.weights = {**self.weights, **scatter_masked(packed, self.mask, self.weights)}
         trained = [r for r in replies.values() if r.metrics.get("num_examples", 0.0) > 0]
         metrics["members_fine_tuning"] = 0 if done else len(trained)

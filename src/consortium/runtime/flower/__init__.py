@@ -11,7 +11,9 @@ same workflow object runs in-process or here, unchanged:
   ``evaluate``, ``query.<kind>``; member state in the node's ``Context.state``);
 * :func:`run_on_flower_simulation` — the same on Flower's Ray simulation engine;
 * :class:`LoopbackFederation` — a whole federation as local processes on 127.0.0.1, with
-  TLS and SuperNode authentication (:func:`write_tls_certificates`, :func:`write_node_key`).
+  TLS and SuperNode authentication (:func:`write_tls_certificates`, :func:`write_node_key`);
+* :class:`SecureAggregation` — SecAgg+ for a workflow's ``send_mean`` (Flower's
+  ``secaggplus_mod`` on the members, its ``SecAggPlusWorkflow`` on the server).
 """
 
 from consortium.runtime.flower.apps import (
@@ -26,6 +28,7 @@ from consortium.runtime.flower.apps import (
 from consortium.runtime.flower.grid import FederationError, FlowerGrid
 from consortium.runtime.flower.loopback import FlowerRun, LoopbackFederation
 from consortium.runtime.flower.records import from_recorddict, message_type, to_recorddict
+from consortium.runtime.flower.secagg import SecureAggregation
 from consortium.runtime.flower.security import (
     NodeKey,
     TlsFiles,
@@ -47,6 +50,7 @@ __all__ = [
     "Member",
     "MemberFactory",
     "NodeKey",
+    "SecureAggregation",
     "ServerRun",
     "TlsFiles",
     "flower_client_app",

@@ -20,15 +20,16 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import ERROR, INFO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ConfigRecord, Context, Error, MessageType, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.clientapp import ClientApp as FlowerClientApp
+from flwr.clientapp.typing import Mod
 from flwr.common.constant import ErrorCode
 from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid as FlowerNativeGrid
@@ -48,6 +49,9 @@ from consortium.runtime.flower.records import (
     to_recorddict,
 )
 from consortium.runtime.flower.security import Roster, read_roster
+
+if TYPE_CHECKING:
+    from consortium.runtime.flower.secagg import SecureAggregation
 
 log = logging.getLogger("consortium.runtime.flower")
 
@@ -104,6 +108,8 @@ class ServerRun:
     roster: Roster | None = None
     #: Member id -> samples it holds, when the server knows (caps reported sample counts).
     data_sizes: Mapping[int, int | None] | None = None
+    #: SecAgg+ for the workflow's ``send_mean`` (members need ``secure_aggregation`` too).
+    secure_aggregation: SecureAggregation | None = None
 
 
 ServerRunFactory = Callable[[AppSettings], ServerRun]
@@ -140,6 +146,7 @@ def flower_server_app(
             connect_timeout=run.connect_timeout,
             roster=roster,
             data_sizes=run.data_sizes,
+            secure_aggregation=run.secure_aggregation,
         )
         consortium_grid.connect()
         try:
@@ -203,10 +210,13 @@ class ConsortiumClientApp(FlowerClientApp):
     workflow may add message kinds without a change here. The member's
     :class:`Member` is built once per process (Flower simulation reuses worker processes;
     a deployment starts one process per message) and cached.
+
+    ``mods`` are Flower mods wrapped around every handler (Flower's ``ClientApp(mods=...)``),
+    e.g. ``secaggplus_mod`` for secure aggregation (see :func:`flower_client_app`).
     """
 
-    def __init__(self, member_factory: MemberFactory) -> None:
-        super().__init__()
+    def __init__(self, member_factory: MemberFactory, mods: Sequence[Mod] = ()) -> None:
+        super().__init__(mods=list(mods))
         self.member_factory = member_factory
         # Survives pickling into simulation workers: the cache key of this app's members.
         self._token = uuid.uuid4().hex
@@ -270,7 +280,13 @@ class ConsortiumClientApp(FlowerClientApp):
             )
             reply = member.app.handle(msg, ctx)
             save_state(context.state, ctx.state)
-            return FlowerMessage(to_recorddict(reply), reply_to=message)
+            content = to_recorddict(reply)
+            if _secure_stage(message.content):  # secaggplus_mod masks what this adds
+                from consortium.runtime.flower.secagg import WEIGHTING, add_masked_records
+
+                weighting = str(message.content.config_records[META].get(WEIGHTING, "examples"))
+                add_masked_records(content, msg, reply, weighting)
+            return FlowerMessage(content, reply_to=message)
         except Exception as err:  # a failing member is the server's failure record, not a crash
             log.warning("member handler failed", exc_info=True)
             return FlowerMessage(
@@ -282,11 +298,30 @@ class ConsortiumClientApp(FlowerClientApp):
             )
 
 
-def flower_client_app(member_factory: MemberFactory) -> ConsortiumClientApp:
+def flower_client_app(
+    member_factory: MemberFactory,
+    *,
+    mods: Sequence[Mod] = (),
+    secure_aggregation: bool = False,
+) -> ConsortiumClientApp:
     """A Flower ``ClientApp`` serving the consortium handlers ``member_factory`` builds.
 
     In simulation the app is pickled into the worker processes: give a factory that pickles
     small (a module-level function, a ``functools.partial`` of one) and builds the data on
     the worker, rather than a closure holding the data.
+
+    ``mods`` are Flower mods around every handler. ``secure_aggregation`` puts Flower's
+    ``secaggplus_mod`` first: the member then sends ``train`` replies only masked, inside
+    the SecAgg+ protocol (see :mod:`consortium.runtime.flower.secagg`).
     """
-    return ConsortiumClientApp(member_factory)
+    if secure_aggregation:
+        from flwr.client.mod import secaggplus_mod
+
+        mods = [secaggplus_mod, *mods]
+    return ConsortiumClientApp(member_factory, mods)
+
+
+def _secure_stage(content: RecordDict) -> bool:
+    from consortium.runtime.flower.secagg import is_secure_stage
+
+    return is_secure_stage(content)

@@ -26,14 +26,14 @@ import logging
 import time
 from collections.abc import Mapping
 from logging import WARNING
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ConfigRecord, RecordDict
 from flwr.app import Message as FlowerMessage
 from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid as FlowerNativeGrid
 
-from consortium.core.grid import Grid
+from consortium.core.grid import ExpectSpec, Grid, MeanReply, TooFewReplies, same_arrays
 from consortium.core.message import Message
 from consortium.runtime.flower.records import (
     IDENTIFY,
@@ -45,6 +45,9 @@ from consortium.runtime.flower.records import (
     to_recorddict,
 )
 from consortium.runtime.flower.security import Roster, RosterError, key_fingerprint
+
+if TYPE_CHECKING:
+    from consortium.runtime.flower.secagg import SecureAggregation
 
 log = logging.getLogger("consortium.runtime.flower")
 
@@ -79,6 +82,10 @@ class FlowerGrid(Grid):
     roster
         Member id -> registered public key (see :func:`~consortium.runtime.flower.security.
         read_roster`); ``None`` identifies members by the ``partition-id`` their nodes declare.
+    secure_aggregation
+        SecAgg+ settings: :meth:`send_mean` then runs the protocol (the members' apps need
+        Flower's ``secaggplus_mod``) and the server sees only the mean of the updates;
+        ``None`` computes the mean from plain replies.
     """
 
     def __init__(
@@ -94,8 +101,10 @@ class FlowerGrid(Grid):
         ttl: float | None = None,
         roster: Roster | None = None,
         data_sizes: Mapping[int, int | None] | None = None,
+        secure_aggregation: SecureAggregation | None = None,
     ) -> None:
         super().__init__(num_clients, seed, min_replies, max_reply_bytes)
+        self.secure_aggregation = secure_aggregation
         if reply_timeout is not None and reply_timeout <= 0:
             raise ValueError(f"reply_timeout must be > 0 or None, got {reply_timeout}")
         if roster is not None and roster.members != list(range(num_clients)):
@@ -276,6 +285,74 @@ class FlowerGrid(Grid):
             except (ValueError, KeyError, TypeError) as err:
                 failures[cid] = f"malformed reply: {err}"
         return replies, failures
+
+    def send_mean(
+        self, messages: Mapping[int, Message], expect: ExpectSpec = None, *, weighted: bool = True
+    ) -> MeanReply:
+        """The mean of the replies' arrays; with ``secure_aggregation``, by SecAgg+: the
+        server gets the weighted mean of the members' updates and their metrics, never one
+        member's arrays (see :mod:`~consortium.runtime.flower.secagg`).
+
+        The round fails (:class:`~consortium.core.grid.TooFewReplies`, the run loop skips
+        it) when the protocol halts, when fewer than ``min_replies`` members are inside the
+        sum, or when a member inside it reported metrics the grid rejects or a weight above
+        the samples it holds: its update cannot be taken out of the sum again.
+        """
+        if self.secure_aggregation is None:
+            return super().send_mean(messages, expect, weighted=weighted)
+        from consortium.runtime.flower.secagg import (
+            WEIGHTING,
+            mean_from_update,
+            run_secure_round,
+        )
+
+        reference = same_arrays(messages)
+        self._deliver(messages)
+        if not self._node_of:
+            self.connect()
+        contents = {}
+        for cid in sorted(messages):
+            content = to_recorddict(messages[cid], Envelope(cid, self.round, self.client_seed(cid)))
+            content.config_records[META][WEIGHTING] = "examples" if weighted else "equal"
+            contents[self._node_of[cid]] = content
+        settings = self.secure_aggregation
+        max_weight = settings.max_weight or self._largest_weight(weighted)
+        outcome = run_secure_round(self.flower_grid, contents, self.round, settings, max_weight)
+        member_of = {node: cid for cid, node in self._node_of.items()}
+        inside = {member_of[n]: r for n, r in outcome.results.items() if n in member_of}
+        reason = outcome.halted or "not inside the secure sum"
+        self._fail({c: reason for c in messages if c not in inside})
+        metrics: dict[int, dict[str, float]] = {}
+        for cid, (weight, reported) in sorted(inside.items()):
+            kind = messages[cid].kind
+            reply = self._accept(cid, Message(kind, {}, {}, reported), kind, None)
+            self.record.bytes_up[cid] += sum(int(a.nbytes) for a in reference.values())
+            size = self.declared_size(cid)
+            claimed = reported.get("num_examples") if weighted else 1.0
+            if reply is None or weight != claimed or (size is not None and weight > size):
+                raise TooFewReplies(
+                    f"round {self.round}: member {cid} is inside the secure sum with a reply "
+                    "the server cannot accept; the round is dropped"
+                )
+            metrics[cid] = reply.metrics
+        if outcome.mean_update is None:
+            raise TooFewReplies(f"round {self.round}: secure aggregation failed: {reason}")
+        self._require(len(metrics), len(messages))
+        try:
+            mean = mean_from_update(reference, outcome.mean_update)
+        except ValueError as err:
+            raise TooFewReplies(f"round {self.round}: {err}") from None
+        total = float(sum(w for w, _ in inside.values()))
+        return MeanReply(mean, total, metrics, secure=True)
+
+    def _largest_weight(self, weighted: bool) -> float:
+        """SecAgg+'s ``max_weight``: members scale their update by weight / max_weight before
+        the fixed-point quantisation, so the closer to the real largest weight, the finer the
+        result (equal weights: 1; unknown member sizes: Flower's default, 1,000)."""
+        if not weighted:
+            return 1.0
+        sizes = [s for s in self.data_sizes.values() if s]
+        return float(max(sizes)) if sizes else 1e3
 
     def _send_receive(
         self, outgoing: Mapping[int, FlowerMessage], timeout: float | None

@@ -27,6 +27,7 @@ from consortium.runtime.flower.apps import (
     flower_client_app,
     flower_server_app,
 )
+from consortium.runtime.flower.secagg import SecureAggregation
 
 log = logging.getLogger("consortium.runtime.flower")
 
@@ -63,6 +64,8 @@ def run_on_flower_simulation(
     reply_timeout: float | None = None,
     backend_config: Mapping[str, Any] | None = None,
     run_config: Mapping[str, Any] | None = None,
+    secure_aggregation: SecureAggregation | None = None,
+    data_sizes: Mapping[int, int | None] | None = None,
 ) -> RunResult:
     """Run ``workflow`` with ``num_clients`` virtual members on Flower's simulation engine.
 
@@ -89,6 +92,12 @@ def run_on_flower_simulation(
         one CPU per member, all cores).
     run_config
         Handed to ``member_factory`` as ``settings.run_config``.
+    secure_aggregation
+        Run the workflow's ``send_mean`` with SecAgg+ (members get Flower's
+        ``secaggplus_mod``; see :mod:`~consortium.runtime.flower.secagg`).
+    data_sizes
+        Member id -> samples it holds, when known: the cap of reported sample counts (and
+        SecAgg+'s ``max_weight``).
     """
     results: list[RunResult] = []
     config = dict(run_config or {})
@@ -106,6 +115,8 @@ def run_on_flower_simulation(
             resume=resume,
             progress=progress,
             description=description,
+            secure_aggregation=secure_aggregation,
+            data_sizes=data_sizes,
         )
 
     # Imported here: Flower's simulation engine (Ray) costs a second to import, and every
@@ -114,7 +125,10 @@ def run_on_flower_simulation(
 
     stops: list[RunStopped] = []
     server = flower_server_app(build, on_result=results.append, on_stop=stops.append)
-    client = flower_client_app(_WithRunConfig(member_factory, config) if config else member_factory)
+    client = flower_client_app(
+        _WithRunConfig(member_factory, config) if config else member_factory,
+        secure_aggregation=secure_aggregation is not None,
+    )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     run_simulation(
         server_app=server,
