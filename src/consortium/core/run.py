@@ -162,8 +162,8 @@ def _run(
     description: str | None,
 ) -> RunResult:
     rounds: list[dict[str, Any]] = []
-    # Wall time, and the process's CPU time: on a shared machine the latter is the fairer
-    # measure of what the work itself cost (in-process members included; not other processes).
+    # Wall time, and CPU time: on a shared machine the latter is the fairer measure of what
+    # the work itself cost (this process's, plus what the runtime's member processes spent).
     start, elapsed, cpu, resumed_from = 1, 0.0, 0.0, None
 
     state = load_checkpoint(out) if (resume and out is not None) else None
@@ -235,38 +235,39 @@ def _run(
     ) as bar:
         task = bar.add_task(label, total=workflow.num_rounds, completed=start - 1, live="")
         if state is None:  # a fresh run (a resumed one has done its set-up already)
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), grid.cpu_time()
             grid.start_round(0)
             setup_metrics = workflow.setup(grid)
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            dt, dc = time.perf_counter() - t0, grid.cpu_time() - c0
             elapsed += dt
             cpu += dc
             if setup_metrics or grid.record.sent:
                 record(0, setup_metrics, dt, dc, "setup")
             checkpoint(1)
         for rnd in range(start, workflow.num_rounds + 1):
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), grid.cpu_time()
             grid.start_round(rnd)
             try:
                 metrics = workflow.run_round(grid, rnd)
             except TooFewReplies as err:
                 log.warning("%s", err)
                 metrics = {"skipped": str(err)}
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            dt, dc = time.perf_counter() - t0, grid.cpu_time() - c0
             elapsed += dt
             cpu += dc
             record(rnd, metrics, dt, dc, "train")
             checkpoint(rnd + 1)
             bar.update(task, advance=1, live=_progress_text(metrics, keys))
 
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), grid.cpu_time()
     grid.start_round(workflow.num_rounds + 1)
     summary = dict(workflow.finish(grid))
     finish_comm = grid.record.as_metrics()
     elapsed += time.perf_counter() - t0
-    cpu += time.process_time() - c0
+    cpu += grid.cpu_time() - c0
     summary.update(_totals(rounds, finish_comm, elapsed, workflow))
     summary["cpu_time_s"] = cpu
+    summary.update(grid.run_settings())
     arrays = workflow.final_arrays()
     if out is not None:
         if arrays is not None:

@@ -33,7 +33,8 @@ def method_context(
 
 
 def make_grid(exp: Experiment, app: ClientApp, data: Any) -> Grid:
-    """The in-process grid the experiment's ``[federation]`` table describes."""
+    """The in-process grid the experiment's ``[federation]`` table describes (use it as a
+    context manager: its worker processes stop when the block ends)."""
     from consortium.runtime import LocalRuntime
 
     fed = exp.federation
@@ -46,7 +47,33 @@ def make_grid(exp: Experiment, app: ClientApp, data: Any) -> Grid:
         min_replies=fed.min_replies,
         max_reply_bytes=fed.max_reply_bytes,
         member_timeout=fed.member_timeout,
+        workers=member_workers(exp, data.num_clients),
+        torch_threads=fed.torch_threads,
     )
+
+
+def member_workers(exp: Experiment, num_clients: int) -> int:
+    """How many processes train members: ``federation.workers``, by default one per usable
+    core (never more than there are members).
+
+    On CUDA members take turns on the device in this process (the default of 1): CUDA
+    cannot be used in forked processes, and one small model rarely fills a GPU anyway.
+    """
+    from consortium.runtime.pool import usable_cores
+    from consortium.training import resolve_device
+
+    fed = exp.federation
+    cuda = resolve_device(exp.device).type == "cuda"
+    if fed.workers is not None and fed.workers > 1 and cuda:
+        raise ConfigError(
+            f'federation.workers = {fed.workers} needs device = "cpu": CUDA cannot be used '
+            "in forked worker processes (members share the GPU in turn with workers = 1)"
+        )
+    if fed.workers is not None:
+        return min(fed.workers, num_clients)
+    if cuda or fed.torch_threads > 1:
+        return 1
+    return max(1, min(usable_cores(), num_clients))
 
 
 def execute(
@@ -84,12 +111,13 @@ def execute(
             progress=progress,
             description=description or target,
         )
-    return run_workflow(
-        workflow,
-        make_grid(exp, app, data),
-        run_dir=run_dir,
-        resume=resume,
-        progress=progress,
-        description=description or target,
-        callbacks=callbacks,
-    )
+    with make_grid(exp, app, data) as grid:
+        return run_workflow(
+            workflow,
+            grid,
+            run_dir=run_dir,
+            resume=resume,
+            progress=progress,
+            description=description or target,
+            callbacks=callbacks,
+        )
