@@ -80,7 +80,7 @@ class FederationSection(ScheduleConfig):
         "cores, 1 on CUDA; 1 = in this process)",
     )
     torch_threads: int = Field(
-        1, ge=1, description="torch/BLAS threads per member (> 1 needs workers = 1)"
+        1, ge=1, description="torch/BLAS threads of the run and each worker (> 1: workers = 1)"
     )
 
     @model_validator(mode="after")

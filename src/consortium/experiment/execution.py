@@ -111,7 +111,12 @@ def execute(
             progress=progress,
             description=description or target,
         )
-    with make_grid(exp, app, data) as grid:
+    from consortium.runtime.pool import compute_threads
+
+    # The server's side of the run (aggregation, evaluation, a centralised reference's
+    # training) uses the members' thread count too: never more threads than cores, and the
+    # same sums whatever the number of workers.
+    with compute_threads(exp.federation.torch_threads), make_grid(exp, app, data) as grid:
         return run_workflow(
             workflow,
             grid,

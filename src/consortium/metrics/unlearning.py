@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from consortium.core.message import Arrays
@@ -94,6 +93,8 @@ class ShadowAttack:
             losses, probs = sample_outputs(shadow, x[idx], y[idx])
             feats.append(attack_features(losses, probs, y[idx]))
             labels.append(np.full(len(idx), member))
+        from sklearn.linear_model import LogisticRegression  # 1 s to import: only when used
+
         self.classifier = LogisticRegression(max_iter=1000).fit(
             np.concatenate(feats), np.concatenate(labels)
         )

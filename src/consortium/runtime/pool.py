@@ -98,7 +98,13 @@ def _blas_limits(threads: int) -> contextlib.AbstractContextManager[Any]:
 # -- the worker side ------------------------------------------------------------------------
 
 
-def _worker_main(conn: Connection, serve: Serve, threads: int, inherited: list[Connection]) -> None:
+def _worker_main(
+    conn: Connection,
+    serve: Serve,
+    threads: int,
+    timeout: float | None,
+    inherited: list[Connection],
+) -> None:
     """A worker's life: set up, then serve tasks until told to stop or the run went away."""
     for other in inherited:  # the run's ends of other workers' pipes: not ours to hold
         other.close()
@@ -122,23 +128,28 @@ def _worker_main(conn: Connection, serve: Serve, threads: int, inherited: list[C
             body = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        cpu = time.process_time()
+        cpu, start = time.process_time(), time.monotonic()
         cid, rnd, seed, state = pickle.loads(header)
         outcome = serve(Task(cid, rnd, seed, state, pickle.loads(body)))
-        conn.send_bytes(_encode(outcome, time.process_time() - cpu))
+        # A member interrupted by its timer may have been cut off anywhere (inside an import,
+        # holding a lock): this worker asks to be replaced rather than serve anyone else.
+        retire = timeout is not None and time.monotonic() - start >= timeout
+        conn.send_bytes(_encode(outcome, time.process_time() - cpu, retire))
+        if retire:
+            return
 
 
-def _encode(outcome: Outcome, cpu_s: float) -> bytes:
-    """An outcome and the CPU seconds it took, as bytes; a reply that cannot travel is the
-    member's failure (as a reply no wire format carries would be on a real network)."""
+def _encode(outcome: Outcome, cpu_s: float, retire: bool) -> bytes:
+    """An outcome, the CPU seconds it took and whether the worker retires, as bytes; a reply
+    that cannot travel is the member's failure (as one no wire format carries would be)."""
     try:
-        return pickle.dumps((*outcome, cpu_s), protocol=5)
+        return pickle.dumps((*outcome, cpu_s, retire), protocol=5)
     except Exception as err:
         reason = f"reply cannot be sent: {type(err).__name__}: {err}"
     try:
-        return pickle.dumps((False, reason, outcome[2], cpu_s), protocol=5)
+        return pickle.dumps((False, reason, outcome[2], cpu_s, retire), protocol=5)
     except Exception:
-        return pickle.dumps((False, reason, None, cpu_s), protocol=5)
+        return pickle.dumps((False, reason, None, cpu_s, retire), protocol=5)
 
 
 # -- the run's side -------------------------------------------------------------------------
@@ -169,12 +180,12 @@ class _ReplyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} may not travel in a reply")
 
 
-def _decode(raw: bytes) -> tuple[Outcome, float]:
+def _decode(raw: bytes) -> tuple[Outcome, float, bool]:
     try:
-        answered, value, state, cpu_s = _ReplyUnpickler(io.BytesIO(raw)).load()
+        answered, value, state, cpu_s, retire = _ReplyUnpickler(io.BytesIO(raw)).load()
     except Exception as err:
-        return (False, f"reply cannot be read: {type(err).__name__}: {err}", None), 0.0
-    return (bool(answered), value, state), float(cpu_s)
+        return (False, f"reply cannot be read: {type(err).__name__}: {err}", None), 0.0, True
+    return (bool(answered), value, state), float(cpu_s), bool(retire)
 
 
 def _death(code: int | None) -> str:
@@ -251,7 +262,7 @@ class WorkerPool:
         inherited = [w.conn for w in self._workers if w.index != index]
         process = self._ctx.Process(
             target=_worker_main,
-            args=(theirs, self.serve, self.threads, inherited),
+            args=(theirs, self.serve, self.threads, self.timeout, inherited),
             name=f"consortium-worker-{index}",
             daemon=False,  # member code may start processes of its own
         )
@@ -324,8 +335,10 @@ class WorkerPool:
     def _collect(self, worker: _Worker) -> Outcome:
         try:
             if worker.conn.poll():
-                outcome, cpu_s = _decode(worker.conn.recv_bytes())
+                outcome, cpu_s, retire = _decode(worker.conn.recv_bytes())
                 self.cpu_s += cpu_s
+                if retire:
+                    self._replace(worker)
                 return outcome
         except (EOFError, OSError):
             pass

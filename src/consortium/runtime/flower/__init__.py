@@ -14,28 +14,64 @@ same workflow object runs in-process or here, unchanged:
   TLS and SuperNode authentication (:func:`write_tls_certificates`, :func:`write_node_key`).
 """
 
-from consortium.runtime.flower.apps import (
-    AppSettings,
-    ConsortiumClientApp,
-    Member,
-    MemberFactory,
-    ServerRun,
-    flower_client_app,
-    flower_server_app,
-)
-from consortium.runtime.flower.grid import FederationError, FlowerGrid
-from consortium.runtime.flower.loopback import FlowerRun, LoopbackFederation
-from consortium.runtime.flower.records import from_recorddict, message_type, to_recorddict
-from consortium.runtime.flower.security import (
-    NodeKey,
-    TlsFiles,
-    write_node_key,
-    write_tls_certificates,
-)
-from consortium.runtime.flower.simulation import (
-    run_on_flower_simulation,
-    simulation_backend_config,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: The modules of this package and the public names each defines. Imported on first use: a
+#: member process loads one app module per message and pays only for the modules it touches.
+_MODULES = {
+    "apps": (
+        "AppSettings",
+        "ConsortiumClientApp",
+        "Member",
+        "MemberFactory",
+        "ServerRun",
+        "flower_client_app",
+        "flower_server_app",
+    ),
+    "grid": ("FederationError", "FlowerGrid"),
+    "loopback": ("FlowerRun", "LoopbackFederation"),
+    "records": ("from_recorddict", "message_type", "to_recorddict"),
+    "security": ("NodeKey", "TlsFiles", "write_node_key", "write_tls_certificates"),
+    "simulation": ("run_on_flower_simulation", "simulation_backend_config"),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+
+if TYPE_CHECKING:
+    from consortium.runtime.flower.apps import (
+        AppSettings,
+        ConsortiumClientApp,
+        Member,
+        MemberFactory,
+        ServerRun,
+        flower_client_app,
+        flower_server_app,
+    )
+    from consortium.runtime.flower.grid import FederationError, FlowerGrid
+    from consortium.runtime.flower.loopback import FlowerRun, LoopbackFederation
+    from consortium.runtime.flower.records import from_recorddict, message_type, to_recorddict
+    from consortium.runtime.flower.security import (
+        NodeKey,
+        TlsFiles,
+        write_node_key,
+        write_tls_certificates,
+    )
+    from consortium.runtime.flower.simulation import (
+        run_on_flower_simulation,
+        simulation_backend_config,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AppSettings",
