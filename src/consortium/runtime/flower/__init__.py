@@ -17,7 +17,13 @@ same workflow object runs in-process or here, unchanged:
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
+
+# Flower prints its log lines through a handler of its own *and* passes them on to the root
+# logger, so once an application (the ``consortium`` command with -v, a notebook) configures
+# logging every Flower line appears twice. Flower's own handler prints them once.
+logging.getLogger("flwr").propagate = False
 
 #: The modules of this package and the public names each defines. Imported on first use: a
 #: member process loads one app module per message and pays only for the modules it touches.

@@ -14,6 +14,10 @@ gateway (:mod:`~consortium.runtime.flower.gateway`), as members on other machine
         write_flower_app(experiment, "fed/app", run_dir="fed/run", roster=fed.roster_path)
         run = fed.run("fed/app")
         assert run.status == "finished:completed"
+
+``simulation=True`` starts the SuperLink in Flower's simulation mode instead (no SuperNode
+processes: ``num_nodes`` virtual ones on Flower's Ray engine), which is how Flower runs a
+simulation with ``flwr run`` now that ``flwr.simulation.run_simulation`` is deprecated.
 """
 
 from __future__ import annotations
@@ -78,6 +82,20 @@ def _node_config_arg(config: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _simulation_options(num_nodes: int, backend: Mapping[str, Any]) -> dict[str, Any]:
+    """Flower's ``backend_config`` (Python names) as a ``flwr`` connection's options (TOML)."""
+
+    def toml_keys(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k.replace("_", "-"): toml_keys(v) for k, v in value.items()}
+        return value
+
+    options: dict[str, Any] = {"num-supernodes": num_nodes}
+    if backend:
+        options["backend"] = toml_keys(backend)
+    return options
+
+
 @dataclass
 class FlowerRun:
     """What ``flwr run`` reported: the run id, its final status and the streamed log."""
@@ -127,6 +145,10 @@ class LoopbackFederation:
         Write :attr:`roster_path` (member id = node ``i``'s public key; needs ``node_auth``).
     secure
         Shorthand for ``tls``, ``node_auth``, ``gateway`` and ``roster`` together.
+    simulation
+        A simulation SuperLink with ``num_nodes`` virtual SuperNodes (no node processes, no
+        TLS); ``backend`` is Flower's simulation backend config (``client_resources``,
+        ``init_args``), written into the ``flwr`` connection's options.
     """
 
     def __init__(
@@ -142,7 +164,11 @@ class LoopbackFederation:
         gateway: bool = False,
         roster: bool = False,
         secure: bool = False,
+        simulation: bool = False,
+        backend: Mapping[str, Any] | None = None,
     ) -> None:
+        if simulation and (secure or tls or gateway or roster):
+            raise ValueError("a simulation SuperLink runs without TLS, gateway or roster")
         if secure:
             tls = node_auth = gateway = roster = True
         if node_auth and not tls:
@@ -164,6 +190,8 @@ class LoopbackFederation:
         self.node_keys: dict[int, NodeKey] = {}
         self._env_overrides = dict(env or {})
         self._procs: dict[str, _Proc] = {}
+        self.simulation = simulation
+        self.backend = dict(backend or {})
 
     # --- environment ---------------------------------------------------------------------
 
@@ -217,6 +245,8 @@ class LoopbackFederation:
         try:
             self._start_superlink()
             self._write_cli_config()
+            if self.simulation:
+                return self
             if self.gateway:
                 self._start_gateway()
             for i in range(self.num_nodes):
@@ -233,6 +263,8 @@ class LoopbackFederation:
         self.port = free_port()
         argv = [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port)]
         argv.append("--disable-runtime-dependency-installation")
+        if self.simulation:
+            argv += ["--simulation", "--isolation", "subprocess"]
         if self.tls:
             self.certificates = write_tls_certificates(self.workdir / "certificates")
             argv += [
@@ -282,6 +314,8 @@ class LoopbackFederation:
             connection["root-certificates"] = str(self.certificates.ca_cert)
         else:
             connection["insecure"] = True
+        if self.simulation:
+            connection["options"] = _simulation_options(self.num_nodes, self.backend)
         home = Path(self.env()["FLWR_HOME"])
         home.mkdir(parents=True, exist_ok=True)
         config = {"superlink": {"default": CONNECTION, CONNECTION: connection}}
@@ -384,7 +418,7 @@ class LoopbackFederation:
     # --- the flwr CLI --------------------------------------------------------------------
 
     def flwr(
-        self, *args: str, timeout: float = 120.0, check: bool = True
+        self, *args: str, timeout: float | None = 120.0, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run the ``flwr`` CLI against this federation's SuperLink connection."""
         env = self.env()
@@ -409,7 +443,7 @@ class LoopbackFederation:
         app_dir: str | Path,
         *,
         run_config: Mapping[str, Any] | None = None,
-        timeout: float = 600.0,
+        timeout: float | None = 600.0,
     ) -> FlowerRun:
         """Submit the app with ``flwr run --stream``, wait for it to end, report its status."""
         args = ["run", str(Path(app_dir).absolute()), CONNECTION, "--stream"]
