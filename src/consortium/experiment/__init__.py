@@ -7,8 +7,9 @@ Names are imported on first use: a Flower member process imports
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from consortium.core.lazy import lazy_exports
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -56,13 +57,7 @@ if TYPE_CHECKING:
     from consortium.experiment.runner import ExperimentResult, run_experiment
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def experiment_from_dict(raw: dict) -> Experiment:  # type: ignore[type-arg]

@@ -226,10 +226,7 @@ class WorkerPool:
     def __init__(self, size: int, serve: Serve, threads: int = 1, timeout: float | None = None):
         if size < 1:
             raise ValueError(f"a pool needs at least one worker, got {size}")
-        self.size = size
-        self.serve = serve
-        self.threads = threads
-        self.timeout = timeout
+        self.size, self.serve, self.threads, self.timeout = size, serve, threads, timeout
         self._workers: list[_Worker] = []
         self._ctx = multiprocessing.get_context("fork")
         self.restarts = 0

@@ -16,9 +16,10 @@ same workflow object runs in-process or here, unchanged:
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from consortium.core.lazy import lazy_exports
 
 # Flower prints its log lines through a handler of its own *and* passes them on to the root
 # logger, so once an application (the ``consortium`` command with -v, a notebook) configures
@@ -43,7 +44,7 @@ _MODULES = {
     "security": ("NodeKey", "TlsFiles", "write_node_key", "write_tls_certificates"),
     "simulation": ("run_on_flower_simulation", "simulation_backend_config"),
 }
-_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+_EXPORTS = {name: f".{module}" for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:
     from consortium.runtime.flower.apps import (
@@ -70,13 +71,7 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
