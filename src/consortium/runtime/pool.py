@@ -27,8 +27,10 @@ import io
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -198,12 +200,41 @@ def _death(code: int | None) -> str:
 
 
 class _Worker:
+    """One worker process, the run's end of its pipe, and a thread that feeds it requests.
+
+    The feeder writes a request while the worker still computes the previous one, so a worker
+    never waits for the run's process to be scheduled before it can start its next member (on
+    a loaded machine that wait, once per member, was most of a round).
+    """
+
     def __init__(self, index: int, process: Any, conn: Connection) -> None:
         self.index = index
         self.process = process
         self.conn = conn
-        self.task: Task | None = None
+        self.inflight: deque[Task] = deque()  # sent, not answered; the first one is running
         self.deadline = float("inf")
+        self._requests: queue.SimpleQueue[tuple[bytes, ...] | None] = queue.SimpleQueue()
+        self._feeder = threading.Thread(target=self._feed, name=f"feed-{index}", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        while (frames := self._requests.get()) is not None:
+            try:
+                for frame in frames:
+                    self.conn.send_bytes(frame)
+            except (OSError, ValueError):  # the worker died or was stopped: its sentinel tells
+                return
+
+    def send(self, task: Task, header: bytes, body: bytes) -> None:
+        self.inflight.append(task)
+        self._requests.put((header, body))
+
+    def ask_to_stop(self) -> None:
+        self._requests.put((b"",))  # an empty request: the worker returns
+
+    def stop_feeding(self) -> None:
+        self._requests.put(None)
+        self._feeder.join(2.0)
 
 
 class WorkerPool:
@@ -221,12 +252,24 @@ class WorkerPool:
     timeout
         The members' ``member_timeout``; a worker silent for ``timeout + TIMEOUT_GRACE_S``
         is stopped and replaced.
+    depth
+        Requests a worker holds at once (the one it runs and those queued behind it). Members
+        are handed out as workers free up, so a slow worker (or one sharing its core) serves
+        fewer of them.
     """
 
-    def __init__(self, size: int, serve: Serve, threads: int = 1, timeout: float | None = None):
-        if size < 1:
-            raise ValueError(f"a pool needs at least one worker, got {size}")
+    def __init__(
+        self,
+        size: int,
+        serve: Serve,
+        threads: int = 1,
+        timeout: float | None = None,
+        depth: int = 2,
+    ) -> None:
+        if size < 1 or depth < 1:
+            raise ValueError(f"a pool needs >= 1 worker and depth >= 1, got {size}, {depth}")
         self.size, self.serve, self.threads, self.timeout = size, serve, threads, timeout
+        self.depth = depth
         self._workers: list[_Worker] = []
         self._ctx = multiprocessing.get_context("fork")
         self.restarts = 0
@@ -267,14 +310,19 @@ class WorkerPool:
         theirs.close()
         return _Worker(index, process, ours)
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker, pending: deque[Task]) -> _Worker:
+        """A fresh worker in ``worker``'s place; the requests it had not started go back."""
         _stop(worker, kill=True)
+        pending.extendleft(reversed(worker.inflight))
+        worker.inflight.clear()
         self.restarts += 1
         gc.freeze()
         try:
-            self._workers[self._workers.index(worker)] = self._fork(worker.index)
+            fresh = self._fork(worker.index)
         finally:
             gc.unfreeze()
+        self._workers[self._workers.index(worker)] = fresh
+        return fresh
 
     def run(self, tasks: Sequence[Task]) -> dict[int, Outcome]:
         """Serve every task on the workers; outcomes by member id (order-free)."""
@@ -289,68 +337,73 @@ class WorkerPool:
         pending = deque(tasks)
         outcomes: dict[int, Outcome] = {}
         encoded: dict[int, bytes] = {}  # one pickling per distinct request (broadcasts)
-        while pending or any(w.task is not None for w in self._workers):
-            for worker in self._workers:
-                if worker.task is None and pending:
-                    self._dispatch(worker, pending.popleft(), encoded)
-            busy = [w for w in self._workers if w.task is not None]
+        for worker in self._workers:
+            self._top_up(worker, pending, encoded)
+        while any(w.inflight for w in self._workers):
+            busy = [w for w in self._workers if w.inflight]
             nearest = min(w.deadline for w in busy)
             wait_s = None if nearest == float("inf") else max(0.0, nearest - time.monotonic())
             ready = wait(
                 [w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=wait_s
             )
             for worker in busy:
-                task = worker.task
-                assert task is not None
                 if worker.conn in ready or worker.process.sentinel in ready:
-                    outcome = self._collect(worker)
+                    worker = self._collect(worker, outcomes, pending)
                 elif time.monotonic() >= worker.deadline:
-                    outcome = (False, f"no reply within member_timeout={self.timeout:g} s", None)
-                    self._replace(worker)
-                else:
-                    continue
-                outcomes[task.cid] = outcome
-                worker.task = None
+                    task = worker.inflight.popleft()
+                    outcomes[task.cid] = (False, self._late(), None)
+                    worker = self._replace(worker, pending)
+                self._top_up(worker, pending, encoded)
         return outcomes
 
-    def _dispatch(self, worker: _Worker, task: Task, encoded: dict[int, bytes]) -> None:
-        key = id(task.message)
-        if key not in encoded:
-            encoded[key] = pickle.dumps(task.message, protocol=pickle.HIGHEST_PROTOCOL)
-        header = pickle.dumps((task.cid, task.round, task.seed, task.state), protocol=5)
-        worker.task = task
-        worker.deadline = (
-            float("inf") if self.timeout is None
-            else time.monotonic() + self.timeout + TIMEOUT_GRACE_S
-        )  # fmt: skip
-        try:
-            worker.conn.send_bytes(header)
-            worker.conn.send_bytes(encoded[key])
-        except (BrokenPipeError, ConnectionResetError, EOFError):
-            pass  # the worker died between tasks: noticed by _collect through its sentinel
+    def _late(self) -> str:
+        return f"no reply within member_timeout={self.timeout:g} s"
 
-    def _collect(self, worker: _Worker) -> Outcome:
+    def _top_up(self, worker: _Worker, pending: deque[Task], encoded: dict[int, bytes]) -> None:
+        while pending and len(worker.inflight) < self.depth:
+            task = pending.popleft()
+            key = id(task.message)
+            if key not in encoded:
+                encoded[key] = pickle.dumps(task.message, protocol=pickle.HIGHEST_PROTOCOL)
+            header = pickle.dumps((task.cid, task.round, task.seed, task.state), protocol=5)
+            if not worker.inflight:
+                self._arm(worker)
+            worker.send(task, header, encoded[key])
+
+    def _arm(self, worker: _Worker) -> None:
+        """Start the clock of the request ``worker`` runs now."""
+        grace = self.timeout + TIMEOUT_GRACE_S if self.timeout is not None else None
+        worker.deadline = float("inf") if grace is None else time.monotonic() + grace
+
+    def _collect(
+        self, worker: _Worker, outcomes: dict[int, Outcome], pending: deque[Task]
+    ) -> _Worker:
+        """Read every reply ``worker`` has sent; replace it if it died or retired."""
         try:
-            if worker.conn.poll():
+            while worker.inflight and worker.conn.poll():
                 outcome, cpu_s, retire = _decode(worker.conn.recv_bytes())
                 self.cpu_s += cpu_s
+                outcomes[worker.inflight.popleft().cid] = outcome
                 if retire:
-                    self._replace(worker)
-                return outcome
+                    return self._replace(worker, pending)
+                self._arm(worker)
         except (EOFError, OSError):
             pass
+        if worker.process.is_alive():
+            return worker
         worker.process.join(1.0)
-        reason = f"member process died ({_death(worker.process.exitcode)})"
-        self._replace(worker)
-        return False, reason, None
+        if worker.inflight:
+            task = worker.inflight.popleft()
+            death = _death(worker.process.exitcode)
+            outcomes[task.cid] = (False, f"member process died ({death})", None)
+        return self._replace(worker, pending)
 
     def close(self, kill: bool = False) -> None:
         """Stop every worker (politely unless ``kill``); safe to call twice."""
         workers, self._workers = self._workers, []
         for worker in workers:
             if not kill:
-                with contextlib.suppress(OSError, ValueError):
-                    worker.conn.send_bytes(b"")
+                worker.ask_to_stop()
         for worker in workers:
             _stop(worker, kill=kill)
 
@@ -362,6 +415,7 @@ def _stop(worker: _Worker, kill: bool) -> None:
     if process.is_alive():
         process.kill()
         process.join(2.0)
+    worker.stop_feeding()
     with contextlib.suppress(OSError):
         worker.conn.close()
     with contextlib.suppress(ValueError):
