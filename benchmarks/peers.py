@@ -26,7 +26,8 @@ comes and goes hits every framework alike; ``uptime``'s load average is printed 
     python benchmarks/peers.py imports     # the Flower member module's import cost over torch's
     python benchmarks/peers.py all
 
-Options: ``--repeats N``, ``--skip flower,pfl``, ``--rounds R``, ``--json FILE``.
+Options: ``--repeats N``, ``--skip flower,pfl`` (``pfl1``: only pfl's one-process run, which
+spins its threads on a loaded machine), ``--rounds R``, ``--json FILE``.
 """
 
 from __future__ import annotations
@@ -241,7 +242,8 @@ def race(raw: dict[str, Any], args: argparse.Namespace, title: str) -> dict[str,
         if "flower" not in args.skip and available("flwr.simulation"):
             runners["flower"] = lambda tag: run_peer("peers_flower.py", spec, folder, tag)
         if "pfl" not in args.skip and available("pfl"):
-            runners["pfl"] = lambda tag: run_peer("peers_pfl.py", spec, folder, tag)
+            if "pfl1" not in args.skip:
+                runners["pfl"] = lambda tag: run_peer("peers_pfl.py", spec, folder, tag)
             if cores > 1:
                 runners[f"pfl x{cores}"] = lambda tag: run_peer(
                     "peers_pfl.py", spec, folder, tag, procs=cores
