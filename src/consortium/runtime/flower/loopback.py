@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -82,18 +83,20 @@ def _node_config_arg(config: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _simulation_options(num_nodes: int, backend: Mapping[str, Any]) -> dict[str, Any]:
-    """Flower's ``backend_config`` (Python names) as a ``flwr`` connection's options (TOML)."""
+def federation_config(num_nodes: int, backend: Mapping[str, Any]) -> dict[str, Any]:
+    """Flower's simulation ``backend_config`` (``client_resources``, ``init_args``) as the flat
+    keys of ``flwr run --federation-config``.
 
-    def toml_keys(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k.replace("_", "-"): toml_keys(v) for k, v in value.items()}
-        return value
-
-    options: dict[str, Any] = {"num-supernodes": num_nodes}
-    if backend:
-        options["backend"] = toml_keys(backend)
-    return options
+    ``flwr run`` takes whole CPUs per member: a fraction is rounded up.
+    """
+    config: dict[str, Any] = {"num-supernodes": num_nodes}
+    for section in ("client_resources", "init_args"):
+        for key, value in dict(backend.get(section) or {}).items():
+            name = f"{section}_{key}".replace("_", "-")
+            if name == "client-resources-num-cpus":
+                value = math.ceil(value)
+            config[name] = value
+    return config
 
 
 @dataclass
@@ -148,7 +151,7 @@ class LoopbackFederation:
     simulation
         A simulation SuperLink with ``num_nodes`` virtual SuperNodes (no node processes, no
         TLS); ``backend`` is Flower's simulation backend config (``client_resources``,
-        ``init_args``), written into the ``flwr`` connection's options.
+        ``init_args``), handed to every ``flwr run`` as its federation config.
     """
 
     def __init__(
@@ -314,8 +317,6 @@ class LoopbackFederation:
             connection["root-certificates"] = str(self.certificates.ca_cert)
         else:
             connection["insecure"] = True
-        if self.simulation:
-            connection["options"] = _simulation_options(self.num_nodes, self.backend)
         home = Path(self.env()["FLWR_HOME"])
         home.mkdir(parents=True, exist_ok=True)
         config = {"superlink": {"default": CONNECTION, CONNECTION: connection}}
@@ -447,6 +448,10 @@ class LoopbackFederation:
     ) -> FlowerRun:
         """Submit the app with ``flwr run --stream``, wait for it to end, report its status."""
         args = ["run", str(Path(app_dir).absolute()), CONNECTION, "--stream"]
+        if self.simulation:
+            settings = self.workdir / "federation-config.toml"
+            settings.write_text(tomli_w.dumps(federation_config(self.num_nodes, self.backend)))
+            args += ["--federation-config", str(settings)]
         if run_config:
             overrides = self.workdir / "run-config.toml"
             overrides.write_text(tomli_w.dumps(dict(run_config)))
