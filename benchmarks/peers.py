@@ -27,7 +27,8 @@ comes and goes hits every framework alike; ``uptime``'s load average is printed 
     python benchmarks/peers.py all
 
 Options: ``--repeats N``, ``--skip flower,pfl`` (``pfl1``: only pfl's one-process run, which
-spins its threads on a loaded machine), ``--rounds R``, ``--json FILE``.
+spins its threads on a loaded machine), ``--rounds R``, ``--json FILE``, ``--timeout S`` (a
+job past it is stopped and left out).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -175,17 +177,33 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
+#: Seconds one job may run (``--timeout``); a job past it is stopped and left out of the medians.
+TIMEOUT_S = [900.0]
+
+
+class TooSlow(RuntimeError):
+    """A job ran past ``--timeout`` (pfl's threads spin on a loaded machine, for one)."""
+
+
 def timed(argv: Sequence[str], extra_env: dict[str, str] | None = None) -> dict[str, float]:
     """Run one job to its end: wall seconds and the CPU seconds of its process tree."""
     before = os.times()
     start = time.perf_counter()
-    done = subprocess.run(
-        list(argv), env=env(extra_env), capture_output=True, text=True, check=False
-    )
+    # a session of its own, so that a job stopped for time goes with all its processes
+    proc = subprocess.Popen(
+        list(argv), env=env(extra_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S[0])
+    except subprocess.TimeoutExpired as err:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise TooSlow(f"stopped after {TIMEOUT_S[0]:g} s") from err
     wall = time.perf_counter() - start
     after = os.times()
-    if done.returncode != 0:
-        log = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    if proc.returncode != 0:
+        log = f"{stdout[-3000:]}\n{stderr[-3000:]}"
         raise RuntimeError(f"{' '.join(argv)} failed:\n{log}")
     cpu = (after.children_user - before.children_user) + (
         after.children_system - before.children_system
@@ -252,14 +270,28 @@ def race(raw: dict[str, Any], args: argparse.Namespace, title: str) -> dict[str,
         loads = []
         for rep in range(args.repeats):
             for name, runner in runners.items():
-                rows[name].append(runner(f"{name.replace(' ', '')}-{rep}"))
+                try:
+                    row = runner(f"{name.replace(' ', '')}-{rep}")
+                except TooSlow as err:
+                    print(f"  {name} #{rep}: {err}; left out", flush=True)
+                    continue
+                rows[name].append(row)
                 loads.append(load_average())
-        return report(title, rows, loads)
+                print(
+                    f"  {name} #{rep}: process {row['process_s']:.2f} s, loop "
+                    f"{row['loop_s']:.2f} s, accuracy {row['test_accuracy']:.4f} "
+                    f"(load {loads[-1]})",
+                    flush=True,
+                )
+        return report(title, {k: v for k, v in rows.items() if v}, loads)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def report(title: str, rows: dict[str, list[dict]], loads: list[str]) -> dict[str, Any]:
+    if "consortium" not in rows:
+        print(f"\n{title}: no consortium run finished in time; no ratios")
+        return {"title": title, "load": loads, "frameworks": rows}
     base = rows["consortium"]
     ours = {k: median(base, k) for k in ("process_s", "loop_s")}
     print(f"\n{title}  (medians of {len(base)}; load averages seen: {', '.join(loads)})")
@@ -387,7 +419,9 @@ def scenario_imports(args: argparse.Namespace) -> dict[str, Any]:
                 total += int(parts[1])  # cumulative time of a top-level import
         return total / 1e6
 
-    modules = {"torch": "torch", "member": "consortium.experiment.flower"}
+    # A member trains with torch whatever it imports first: the cost that counts is what the
+    # module adds to a process that imports torch (the member module alone skips torch).
+    modules = {"torch": "torch", "member": "torch, consortium.experiment.flower"}
     if available("flwr"):
         modules["stock"] = "torch, flwr.clientapp, flwr.app"
     seen: dict[str, list[float]] = {k: [] for k in modules}
@@ -418,9 +452,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=None, help="override the job's rounds")
     p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="e.g. flower,pfl")
     p.add_argument("--json", type=Path, help="also write the numbers here")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds one job may run")
     args = p.parse_args(argv)
+    TIMEOUT_S[0] = args.timeout
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
-    print(f"{os.cpu_count()} cores; load average at the start: {load_average()}")
+    print(f"{os.cpu_count()} cores; load average at the start: {load_average()}", flush=True)
     results = {name: SCENARIOS[name](args) for name in names}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float))
