@@ -15,7 +15,6 @@ As Flower users do, the apps live in a module the simulation's worker processes 
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
+from peers_job import Net, load_samples
 from torch import nn
 
 
@@ -39,64 +39,15 @@ def spec() -> dict[str, Any]:
     return json.loads(Path(os.environ["PEERS_SPEC"]).read_text())
 
 
-class Net(nn.Module):
-    """Two conv blocks and two linear layers (the model every job of the benchmark trains)."""
-
-    def __init__(self, channels: int, size: int, classes: int, width=(32, 64), hidden=128):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, width[0], 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width[0], width[1], 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(width[1] * (size // 4) ** 2, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, classes),
-        )
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
 def new_model() -> Net:
     c, h, _ = spec()["input_shape"]
     return Net(c, h, spec()["num_classes"])
 
 
-def read_idx(path: str) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        raw = fh.read()
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(dims)
-
-
 @functools.cache
 def data() -> dict[str, np.ndarray]:
     """All samples, the members' sample ids and the test set (loaded once per process)."""
-    split = np.load(spec()["members"])
-    if spec()["dataset"] == "digits":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        x = (d.images / 16.0).astype(np.float32)[:, None]
-        y = d.target.astype(np.int64)
-        test_x, test_y = x[split["test"]], y[split["test"]]
-    else:
-        root = spec()["data_dir"]
-        x = (read_idx(f"{root}/train-images-idx3-ubyte.gz") / 255.0).astype(np.float32)[:, None]
-        y = read_idx(f"{root}/train-labels-idx1-ubyte.gz").astype(np.int64)
-        test_x = (read_idx(f"{root}/t10k-images-idx3-ubyte.gz") / 255.0).astype(np.float32)
-        test_x = test_x[:, None]
-        test_y = read_idx(f"{root}/t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    return {
-        "x": x, "y": y, "test_x": test_x, "test_y": test_y,
-        "ids": split["ids"], "cut": split["cut"],
-    }  # fmt: skip
+    return load_samples(spec())
 
 
 def member_samples(pid: int) -> tuple[torch.Tensor, torch.Tensor]:

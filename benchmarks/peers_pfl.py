@@ -16,7 +16,6 @@ among them).
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from peers_job import Net, load_samples
 
 from pfl.model.pytorch import PyTorchModel  # isort: skip  (pfl: import the model first)
 from pfl.aggregate.simulate import SimulatedBackend
@@ -42,29 +41,8 @@ from pfl.metrics import Weighted
 SPEC = json.loads(Path(sys.argv[1]).read_text())
 
 
-class Net(nn.Module):
-    """Two conv blocks and two linear layers (the model every job of the benchmark trains),
-    with the ``loss`` and ``metrics`` pfl asks of a PyTorch module."""
-
-    def __init__(self, channels: int, size: int, classes: int, width=(32, 64), hidden=128):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, width[0], 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width[0], width[1], 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(width[1] * (size // 4) ** 2, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, classes),
-        )
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
+class PflNet(Net):
+    """The benchmark's model with the ``loss`` and ``metrics`` pfl asks of a PyTorch module."""
 
     def loss(self, x, y, eval=False):
         self.eval() if eval else self.train()
@@ -81,32 +59,11 @@ class Net(nn.Module):
         }
 
 
-def read_idx(path: str) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        raw = fh.read()
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(dims)
-
-
 def load() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-    split = np.load(SPEC["members"])
-    if SPEC["dataset"] == "digits":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        x = (d.images / 16.0).astype(np.float32)[:, None]
-        y = d.target.astype(np.int64)
-        test_x, test_y = x[split["test"]], y[split["test"]]
-    else:
-        root = SPEC["data_dir"]
-        x = (read_idx(f"{root}/train-images-idx3-ubyte.gz") / 255.0).astype(np.float32)[:, None]
-        y = read_idx(f"{root}/train-labels-idx1-ubyte.gz").astype(np.int64)
-        test_x = (read_idx(f"{root}/t10k-images-idx3-ubyte.gz") / 255.0).astype(np.float32)
-        test_x = test_x[:, None]
-        test_y = read_idx(f"{root}/t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    ids, cut = split["ids"], split["cut"]
+    d = load_samples(SPEC)
+    ids, cut = d["ids"], d["cut"]
     members = [ids[cut[i] : cut[i + 1]] for i in range(len(cut) - 1)]
-    return x, y, test_x, test_y, members
+    return d["x"], d["y"], d["test_x"], d["test_y"], members
 
 
 def main() -> None:
@@ -123,7 +80,7 @@ def main() -> None:
     central_data = Dataset(raw_data=[to_tensor(test_x), to_tensor(test_y, dtype="int64")])
 
     c, h, _ = SPEC["input_shape"]
-    module = Net(c, h, SPEC["num_classes"])
+    module = PflNet(c, h, SPEC["num_classes"])
     module.load_state_dict({k: torch.from_numpy(v) for k, v in np.load(SPEC["init"]).items()})
     params = [p for p in module.parameters() if p.requires_grad]
     model = PyTorchModel(
