@@ -24,6 +24,7 @@ comes and goes hits every framework alike; ``uptime``'s load average is printed 
     python benchmarks/peers.py workers     # the demo's FedAvg: workers = 2 vs 1, same model?
     python benchmarks/peers.py memory      # 1,000 members, 10 % a round: peak memory, 2 vs 1
     python benchmarks/peers.py imports     # the Flower member module's import cost over torch's
+    python benchmarks/peers.py deploy      # a loopback deployment's round: member app vs stock
     python benchmarks/peers.py all
 
 Options: ``--repeats N``, ``--skip flower,pfl`` (``pfl1``: only pfl's one-process run, which
@@ -435,6 +436,95 @@ def scenario_imports(args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": med, "overhead_s": med["member"] - med["torch"]}
 
 
+def stock_flower_app(app: Path) -> Path:
+    """A Flower app folder of ``peers_flower.py`` as its users deploy one (``flwr run``)."""
+    app.mkdir()
+    for name in ("peers_flower.py", "peers_job.py"):
+        shutil.copy(HERE / name, app / name)
+    project = {
+        "project": {"name": "stock-fedavg", "version": "1.0.0", "dependencies": ["flwr"]},
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "peers",
+                    "components": {
+                        "serverapp": "peers_flower:server",
+                        "clientapp": "peers_flower:app",
+                    },
+                    "config": {},
+                }
+            }
+        },
+    }
+    (app / "pyproject.toml").write_text(tomli_w.dumps(project))
+    return app
+
+
+def deployed(app: Path, nodes: int, folder: Path, env_extra: dict[str, str]) -> float:
+    """Seconds from ``flwr run`` to the run's end on a fresh loopback deployment."""
+    from consortium.runtime.flower.loopback import LoopbackFederation
+
+    threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with LoopbackFederation(nodes, folder, env={**OFFLINE, **threads, **env_extra}) as fed:
+        start = time.perf_counter()
+        run = fed.run(app, timeout=TIMEOUT_S[0])
+        took = time.perf_counter() - start
+    if not run.ok:
+        raise RuntimeError(f"{app} ended {run.status}:\n{run.log[-3000:]}")
+    return took
+
+
+def scenario_deploy(args: argparse.Namespace) -> dict[str, Any]:
+    """The demo's job on a loopback deployment (a SuperLink and one SuperNode per member, each
+    message served by a fresh ClientApp process): consortium's member app against stock
+    Flower's ClientApp doing the same training."""
+    from consortium.experiment import experiment_from_dict
+    from consortium.experiment.flower import write_flower_app
+
+    raw = experiment(DEMO, args.rounds or 3)
+    folder = Path(tempfile.mkdtemp(prefix="peers-"))
+    try:
+        spec = prepare(raw, folder)
+        nodes = raw["data"]["num_clients"]
+        rows: dict[str, list[dict[str, float]]] = {"consortium": [], "flower": []}
+        loads = []
+        for rep in range(args.repeats):
+            out = folder / f"consortium-{rep}"
+            app = folder / f"consortium-app-{rep}"
+            write_flower_app(experiment_from_dict(raw), app, run_dir=out)
+            took = deployed(app, nodes, folder / f"fed-c{rep}", {})
+            lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+            rounds = [x["time_s"] for x in lines if x.get("phase", "train") == "train"]
+            summary = json.loads((out / "summary.json").read_text())
+            rows["consortium"].append(
+                {"run_s": took, "round_s": statistics.median(rounds),
+                 "test_accuracy": summary["test_accuracy"]}
+            )  # fmt: skip
+            spec_path = folder / f"stock-{rep}.spec.json"
+            spec_path.write_text(json.dumps({**spec, "result": str(folder / f"stock-{rep}.json")}))
+            app = stock_flower_app(folder / f"stock-app-{rep}")
+            took = deployed(app, nodes, folder / f"fed-s{rep}", {"PEERS_SPEC": str(spec_path)})
+            result = json.loads((folder / f"stock-{rep}.json").read_text())
+            rows["flower"].append(
+                {"run_s": took, "round_s": result["loop_s"] / raw["federation"]["rounds"],
+                 "test_accuracy": result["test_accuracy"]}
+            )  # fmt: skip
+            loads.append(load_average())
+        med = {n: {k: median(r, k) for k in ("run_s", "round_s")} for n, r in rows.items()}
+        print(f"\ndeployment: the demo's job, {nodes} SuperNodes on loopback, "
+              f"{raw['federation']['rounds']} rounds (medians of {args.repeats}; loads "
+              f"{', '.join(loads)})")  # fmt: skip
+        for name, m in med.items():
+            acc = statistics.median(r["test_accuracy"] for r in rows[name])
+            print(f"{name:12} flwr run {m['run_s']:7.2f} s  round {m['round_s']:6.2f} s  "
+                  f"accuracy {acc:.4f}")  # fmt: skip
+        ratio = med["flower"]["round_s"] / med["consortium"]["round_s"]
+        print(f"stock Flower's round over consortium's: {ratio:.2f}x")
+        return {"rows": rows, "round_ratio": ratio, "load": loads}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 SCENARIOS = {
     "demo": scenario_demo,
     "fmnist": scenario_fmnist,
@@ -442,6 +532,7 @@ SCENARIOS = {
     "workers": scenario_workers,
     "memory": scenario_memory,
     "imports": scenario_imports,
+    "deploy": scenario_deploy,
 }
 
 
