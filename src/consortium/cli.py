@@ -21,6 +21,7 @@ before anything else is read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.resources
 import json
 import logging
@@ -322,5 +323,31 @@ def _dispatch(args: argparse.Namespace, console: Console) -> None:
         _list_datasets(console, args.name)
 
 
+def console_main() -> None:
+    """The ``consortium`` command: :func:`main`, then an exit that skips the interpreter's
+    teardown.
+
+    After a run every file is written and closed; what normal shutdown still does is tear
+    down each of the thousands of modules torch and its neighbours loaded and collect their
+    objects, 0.4 s on a quiet machine and seconds on a loaded one. Exit handlers still run
+    (worker processes are stopped, logs flushed) and standard output is flushed; an error
+    still prints its traceback through the normal path.
+    """
+    code = main()
+    exit_now(code)
+
+
+def exit_now(code: int) -> None:
+    """Run the exit handlers, flush standard output and error, and end the process."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

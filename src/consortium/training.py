@@ -127,10 +127,60 @@ def poisson_batches(
     return [indices[rng.random(len(indices)) < sample_rate] for _ in range(steps)]
 
 
-def make_optimizer(params: Any, cfg: LocalTrainConfig) -> torch.optim.Optimizer:
+
+
+class SGD:
+    """SGD with momentum and weight decay: ``torch.optim.SGD``'s update, step for step.
+
+    Why not ``torch.optim.SGD`` itself: every ``torch.optim`` optimiser imports
+    ``torch._dynamo`` (and sympy) on first use, 1.2 s on a quiet core and several under load,
+    paid by every process that trains a member. This is the same arithmetic in the same order
+    (torch's single-tensor path, the one it takes on CPU), so models come out bit-identical;
+    the tests compare the two.
+    """
+
+    def __init__(self, params: Any, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.params = [p for p in params]
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            grad = p.grad
+            if self.weight_decay != 0:
+                grad = grad.add(p, alpha=self.weight_decay)
+            if self.momentum != 0:
+                buf = self.buffers[i]
+                if buf is None:
+                    buf = self.buffers[i] = torch.clone(grad).detach()
+                else:
+                    buf.mul_(self.momentum).add_(grad)
+                grad = buf
+            p.add_(grad, alpha=-self.lr)
+
+
+Optimizer = SGD | torch.optim.Optimizer
+
+
+def make_optimizer(params: Any, cfg: LocalTrainConfig, torch_optim: bool = False) -> Optimizer:
+    """The optimiser ``cfg`` names; ``torch_optim`` asks for a ``torch.optim`` one (Opacus)."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if torch_optim:
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def cross_entropy(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -147,7 +197,7 @@ def train_batches(
     device: torch.device | None = None,
     loss_fn: LossFn = cross_entropy,
     prox_mu: float = 0.0,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizer | None = None,
     clip_grad_norm: float = 0.0,
     expected_batch: int | None = None,
 ) -> dict[str, float]:
@@ -163,13 +213,17 @@ def train_batches(
     device = device or next(model.parameters()).device
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = optimizer or make_optimizer(params, cfg)
     if not cfg.dp_sgd:
+        opt = optimizer or make_optimizer(params, cfg)
         return _steps(model, x, y, batches, params, opt, device, loss_fn, prox_mu, clip_grad_norm)
     if prox_mu > 0 or loss_fn is not cross_entropy or clip_grad_norm > 0:
         raise ValueError(
             "DP-SGD trains plain cross-entropy only (no proximal or extra term, no other clipping)"
         )
+    # Opacus wraps a torch.optim optimiser (this module's SGD is not one).
+    opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else make_optimizer(
+        params, cfg, torch_optim=True
+    )
     with privacy.private_training(
         model,
         opt,

@@ -47,8 +47,8 @@ def run_with(attack, views, x, y, *, rounds=ROUNDS, **grid_options):
         rounds=rounds, local=LocalTrainConfig(lr=0.1, batch_size=8), evaluate_clients=False
     )
     workflow = FedAvg(cfg, model_fn, x[:20], y[:20], device="cpu")
-    grid = LocalRuntime(app, lambda c: views[c], 4, seed=3, **grid_options)
-    return run_workflow(workflow, grid, progress=False)
+    with LocalRuntime(app, lambda c: views[c], 4, seed=3, **grid_options) as grid:
+        return run_workflow(workflow, grid, progress=False)
 
 
 def assert_survived(result, outcome="rejected"):
@@ -173,16 +173,18 @@ def test_unexpected_array_keys_are_rejected(tiny_federation, key, reason):
     assert all(reason in r for r in reasons)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize(
     "exc", [SystemExit(0), KeyboardInterrupt(), GeneratorExit(), MemoryError()]
 )
-def test_member_code_raising_base_exceptions_fails_only_that_member(tiny_federation, exc):
+def test_member_code_raising_base_exceptions_fails_only_that_member(tiny_federation, exc, workers):
     x, y, views = tiny_federation
 
     def attack(honest, msg, ctx):
         raise exc
 
-    reasons = assert_survived(run_with(attack, views, x, y), outcome="failures")
+    result = run_with(attack, views, x, y, workers=workers)
+    reasons = assert_survived(result, outcome="failures")
     assert all(r.startswith(type(exc).__name__) for r in reasons)
 
 
@@ -234,7 +236,8 @@ def test_a_reply_that_is_a_message_subclass_cannot_lie_about_its_size():
         check_message(Small("train", {"w": np.zeros(10**6)}), "train", max_bytes=100)
 
 
-def test_a_member_writing_into_its_request_changes_nothing_for_the_others(tiny_federation):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_member_writing_into_its_request_changes_nothing_for_the_others(tiny_federation, workers):
     x, y, views = tiny_federation
 
     def vandal(honest, msg, ctx):
@@ -245,14 +248,15 @@ def test_a_member_writing_into_its_request_changes_nothing_for_the_others(tiny_f
         msg.config["lr"] = 1e9
         return reply
 
-    wrecked = run_with(vandal, views, x, y, rounds=3)
+    wrecked = run_with(vandal, views, x, y, rounds=3, workers=workers)
     clean = run_with(lambda honest, msg, ctx: honest(msg, ctx), views, x, y, rounds=3)
     assert [r["replies"] for r in wrecked.rounds] == [4, 4, 4]
     for name, value in clean.final_arrays.items():
         assert np.array_equal(value, wrecked.final_arrays[name]), name
 
 
-def test_a_member_over_its_time_is_cut_off_and_the_round_goes_on(tiny_federation):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_member_over_its_time_is_cut_off_and_the_round_goes_on(tiny_federation, workers):
     x, y, views = tiny_federation
 
     def stall(honest, msg, ctx):
@@ -261,7 +265,7 @@ def test_a_member_over_its_time_is_cut_off_and_the_round_goes_on(tiny_federation
         return honest(msg, ctx)
 
     start = time.monotonic()
-    result = run_with(stall, views, x, y, member_timeout=0.5)
+    result = run_with(stall, views, x, y, member_timeout=0.5, workers=workers)
     assert time.monotonic() - start < 10  # two rounds, not 50 s
     reasons = assert_survived(result, outcome="failures")
     assert reasons == ["no reply within member_timeout=0.5 s"] * ROUNDS
@@ -310,7 +314,8 @@ def test_a_real_ctrl_c_still_stops_the_run():
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
-def test_every_attack_at_once_over_a_run(tiny_federation):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_attack_at_once_over_a_run(tiny_federation, workers):
     """A member that changes its attack every round: the run completes, every round
     aggregates the honest members, and the model stays finite."""
     x, y, views = tiny_federation
@@ -331,7 +336,9 @@ def test_every_attack_at_once_over_a_run(tiny_federation):
         attacks[ctx.round - 1](reply)
         return reply
 
-    result = run_with(attack, views, x, y, rounds=len(attacks) + 1, max_reply_bytes=1_000_000)
+    result = run_with(
+        attack, views, x, y, rounds=len(attacks) + 1, max_reply_bytes=1_000_000, workers=workers
+    )
     assert result.summary["rounds_skipped"] == 0
     assert all(np.isfinite(a).all() for a in result.final_arrays.values())
     assert [r["replies"] for r in result.rounds] == [3] * (len(attacks) + 1)

@@ -9,6 +9,7 @@ every runtime.
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -322,6 +323,25 @@ class Grid(ABC):
     def state_dict(self) -> dict[str, Any]:
         """Runtime state to checkpoint (e.g. member states the runtime holds)."""
         return {}
+
+    def cpu_time(self) -> float:
+        """CPU seconds the run has used so far: this process's, and what the runtime's own
+        member processes report (so a run's ``cpu_s`` means the same on every runtime that
+        can tell)."""
+        return time.process_time()
+
+    def run_settings(self) -> dict[str, Any]:
+        """How the runtime ran the members (e.g. worker processes, threads), for the summary."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release what the runtime started (worker processes); a grid may be used again."""
+
+    def __enter__(self) -> Grid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 (optional hook)
         """Restore what :meth:`state_dict` saved."""

@@ -218,8 +218,8 @@ class _Loop:
         self.workflow, self.grid, self.out = workflow, grid, out
         self.callbacks, self.retries = callbacks, retries
         self.rounds: list[dict[str, Any]] = []
-        # Wall time, and the process's CPU time: on a shared machine the latter is the fairer
-        # measure of what the work itself cost (in-process members included).
+        # Wall time, and CPU time: on a shared machine the latter is the fairer measure of what
+        # the work itself cost (this process's, plus what the runtime's member processes spent).
         self.elapsed, self.cpu = 0.0, 0.0
         #: Tries already spent on a phase, by its round (a resumed final phase draws afresh).
         self.tries: dict[str, int] = {}
@@ -279,11 +279,11 @@ class _Loop:
 
     def timed(self, fn: Callable[[], Any]) -> Any:
         """``fn()``, its wall and CPU time added to the run's (and kept in ``self.took``)."""
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0 = time.perf_counter(), self.grid.cpu_time()
         try:
             return fn()
         finally:
-            self.took = (time.perf_counter() - t0, time.process_time() - c0)
+            self.took = (time.perf_counter() - t0, self.grid.cpu_time() - c0)
             self.elapsed += self.took[0]
             self.cpu += self.took[1]
 
@@ -445,6 +445,7 @@ class _Loop:
         summary["status"] = "complete"
         summary.update(_totals(self.rounds, finish_comm, self.elapsed, wf))
         summary["cpu_time_s"] = self.cpu
+        summary.update(grid.run_settings())
         arrays = wf.final_arrays()
         self.save_outcome(summary, arrays)
         self.checkpoint(last, finished=True, summary=summary)

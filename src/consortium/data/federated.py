@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 from rich.table import Table
-from sklearn.model_selection import train_test_split
 
 from consortium.data.partition import Partition, partition
 from consortium.data.sources import Dataset, DatasetSplits
@@ -159,6 +158,8 @@ def _stratified_split(y: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray
         raise ValueError(f"cannot hold out {n_held} of {len(y)} samples and keep any")
     counts = np.unique(y, return_counts=True)[1]
     can_stratify = counts.min() >= 2 and min(n_held, len(y) - n_held) >= len(counts)
+    from sklearn.model_selection import train_test_split  # 1 s to import: only when used
+
     kept, held = train_test_split(
         idx, test_size=n_held, random_state=seed, stratify=y if can_stratify else None
     )

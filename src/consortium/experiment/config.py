@@ -75,11 +75,25 @@ class FederationSection(ScheduleConfig):
     simulation_cpus: int | None = Field(None, ge=1, description="CPUs Ray may use (default: all)")
     cpus_per_client: float = Field(1.0, gt=0, description="CPUs per simulated member")
     gpus_per_client: float = Field(0.0, ge=0, description="GPUs per simulated member")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="local runtime: processes training members at once (default: the usable "
+        "cores, 1 on CUDA; 1 = in this process)",
+    )
+    torch_threads: int = Field(
+        1, ge=1, description="torch/BLAS threads of the run and each worker (> 1: workers = 1)"
+    )
 
     @model_validator(mode="after")
     def _check_runtime(self) -> FederationSection:
         if self.runtime != "local" and self.failure_rate > 0:
             raise ValueError("failure_rate (simulated dropouts) needs runtime = 'local'")
+        if self.torch_threads > 1 and (self.workers or 1) > 1:
+            raise ValueError(
+                "torch_threads > 1 needs workers = 1 (torch's threads cannot start in forked "
+                "worker processes)"
+            )
         return self
 
     @property

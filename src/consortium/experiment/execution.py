@@ -46,7 +46,8 @@ def method_context(
 
 
 def make_grid(exp: Experiment, app: ClientApp, data: Any) -> Grid:
-    """The in-process grid the experiment's ``[federation]`` table describes."""
+    """The in-process grid the experiment's ``[federation]`` table describes (use it as a
+    context manager: its worker processes stop when the block ends)."""
     from consortium.runtime import LocalRuntime
 
     fed = exp.federation
@@ -59,7 +60,33 @@ def make_grid(exp: Experiment, app: ClientApp, data: Any) -> Grid:
         min_replies=fed.min_replies,
         max_reply_bytes=fed.max_reply_bytes,
         member_timeout=fed.member_timeout,
+        workers=member_workers(exp, data.num_clients),
+        torch_threads=fed.torch_threads,
     )
+
+
+def member_workers(exp: Experiment, num_clients: int) -> int:
+    """How many processes train members: ``federation.workers``, by default one per usable
+    core (never more than there are members).
+
+    On CUDA members take turns on the device in this process (the default of 1): CUDA
+    cannot be used in forked processes, and one small model rarely fills a GPU anyway.
+    """
+    from consortium.runtime.pool import usable_cores
+    from consortium.training import resolve_device
+
+    fed = exp.federation
+    cuda = resolve_device(exp.device).type == "cuda"
+    if fed.workers is not None and fed.workers > 1 and cuda:
+        raise ConfigError(
+            f'federation.workers = {fed.workers} needs device = "cpu": CUDA cannot be used '
+            "in forked worker processes (members share the GPU in turn with workers = 1)"
+        )
+    if fed.workers is not None:
+        return min(fed.workers, num_clients)
+    if cuda or fed.torch_threads > 1:
+        return 1
+    return max(1, min(usable_cores(), num_clients))
 
 
 def execute(
@@ -98,12 +125,18 @@ def execute(
             description=description or target,
             data=data,
         )
-    return run_workflow(
-        workflow,
-        make_grid(exp, app, data),
-        run_dir=run_dir,
-        resume=resume,
-        progress=progress,
-        description=description or target,
-        callbacks=callbacks,
-    )
+    from consortium.runtime.pool import compute_threads
+
+    # The server's side of the run (aggregation, evaluation, a centralised reference's
+    # training) uses the members' thread count too: never more threads than cores, and the
+    # same sums whatever the number of workers.
+    with compute_threads(exp.federation.torch_threads), make_grid(exp, app, data) as grid:
+        return run_workflow(
+            workflow,
+            grid,
+            run_dir=run_dir,
+            resume=resume,
+            progress=progress,
+            description=description or target,
+            callbacks=callbacks,
+        )

@@ -41,15 +41,19 @@ node config key     meaning
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tomli_w
 
 from consortium.core.grid import held_examples
+from consortium.core.run import METRICS, MODEL, STOPPED, SUMMARY, RunResult, RunStopped, read_jsonl
 from consortium.runtime.flower.apps import (
     AppSettings,
     Member,
@@ -195,12 +199,19 @@ def run_on_simulation(
 ) -> Any:
     """Run a workflow of an experiment on Flower's simulation engine (``execute``'s hook).
 
-    ``workflow`` is the method's workflow as the runner built it; the members are built
-    from the experiment in each simulation worker. Seed, ``min_replies`` and
-    ``max_reply_mb`` come from the experiment; so do the Ray resources when its
-    ``[federation]`` section has ``simulation_cpus``, ``cpus_per_client`` or
-    ``gpus_per_client`` (default: every core, one CPU per member at a time). ``data`` (the
-    federated data the runner built) gives the server the members' sizes.
+    A method runs as Flower runs simulations now: the experiment becomes a Flower app folder
+    (:func:`write_flower_app`), submitted with ``flwr run`` to a SuperLink in simulation mode
+    started for the run and stopped after it; the server side rebuilds the workflow from the
+    experiment in Flower's simulation process and writes the run folder, which this function
+    reads back. A post-hoc action's ``workflow`` holds what the action computed here, so it
+    runs in this process on ``flwr.simulation.run_simulation`` (which Flower 1.41 marks
+    deprecated; it is the only way to simulate a workflow object this process holds).
+
+    Seed, ``min_replies`` and ``max_reply_mb`` come from the experiment; so do the Ray
+    resources when its ``[federation]`` section has ``simulation_cpus``, ``cpus_per_client``
+    or ``gpus_per_client`` (default: every core, one CPU per member at a time).
+    ``data`` (the federated data the runner built) gives an in-process server the members'
+    sizes; the ``flwr run`` server builds the data itself.
     """
     from consortium.runtime.flower.simulation import (
         run_on_flower_simulation,
@@ -211,6 +222,10 @@ def run_on_simulation(
     if backend_config is None:
         backend_config = simulation_backend_config(
             fed.simulation_cpus, float(fed.cpus_per_client), float(fed.gpus_per_client)
+        )
+    if not target.startswith("action:"):
+        return run_with_flwr(
+            experiment, target, num_clients, run_dir=run_dir, resume=resume, backend=backend_config
         )
     return run_on_flower_simulation(
         workflow,
@@ -231,6 +246,51 @@ def run_on_simulation(
 
 #: The name the runner used before the application layer moved here.
 run_method_on_flower_simulation = run_on_simulation
+
+
+def run_with_flwr(
+    experiment: Any,
+    method: str,
+    num_clients: int,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    backend: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Run ``method`` of ``experiment`` with ``flwr run`` on a simulation SuperLink of its own
+    (``num_clients`` virtual SuperNodes; ``backend``: Flower's backend config); returns the
+    :class:`~consortium.core.run.RunResult` read from the run folder it wrote."""
+    from consortium.runtime.flower.loopback import LoopbackFederation
+
+    with tempfile.TemporaryDirectory(prefix="consortium-flower-") as work:
+        out = Path(run_dir if run_dir is not None else Path(work) / "run").absolute()
+        app = Path(work) / "app"
+        write_flower_app(experiment, app, method=method, run_dir=out, resume=resume)
+        federation = LoopbackFederation(
+            num_clients, Path(work) / "federation", simulation=True, backend=backend
+        )
+        with federation:
+            run = federation.run(app, timeout=timeout)
+        if (out / STOPPED).is_file():  # stopped cleanly (too few replies): one line, as in process
+            summary = json.loads((out / STOPPED).read_text())
+            raise RunStopped(str(summary.get("stop_reason", "the run stopped")), summary)
+        if not run.ok:
+            raise RuntimeError(
+                f"the Flower simulation of {method!r} ended {run.status!r}:\n{run.log[-4000:]}"
+            )
+        return read_run_result(out)
+
+
+def read_run_result(run_dir: Path) -> RunResult:
+    """A finished run folder (summary, per-round lines, final model) as a ``RunResult``."""
+    summary = json.loads((run_dir / SUMMARY).read_text())
+    arrays = None
+    if (run_dir / MODEL).exists():
+        with np.load(run_dir / MODEL) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    rounds = read_jsonl(run_dir / METRICS)
+    return RunResult(summary, rounds, arrays, float(summary.get("wall_time_s", 0.0)))
 
 
 def app_name(experiment_name: str) -> str:

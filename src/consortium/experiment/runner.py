@@ -8,12 +8,18 @@ Run folder::
     RUN_DIR/summary.{json,md}          one row per method
     RUN_DIR/accuracy.png, client_accuracy.png, and each method family's own report
     RUN_DIR/<action folder>/           post-hoc actions (``unlearn-class3/``, ...)
+
+The summary table is printed as soon as the last method finished; the plots are drawn by a
+forked process meanwhile (post-hoc actions run at the same time) and are on disk when
+:func:`run_experiment` returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,7 @@ from consortium.experiment.actions import run_action
 from consortium.experiment.checks import Prepared, prepare_experiment
 from consortium.experiment.config import Experiment
 from consortium.experiment.execution import execute
-from consortium.report import family_report, write_report
+from consortium.report import family_report, write_plots, write_report
 
 
 @dataclass
@@ -203,23 +209,30 @@ def _run_methods(
         note = trouble(results[name].summary)
         if note:
             console.print(f"[yellow]{name}: {escape(note)}[/yellow]")
-    console.print(write_report(run_dir))
-    write_family_reports([m for m in exp.methods if m in results], run_dir)
+    console.print(write_report(run_dir, plots=False))  # the result first, then the pictures
+    finished = [m for m in exp.methods if m in results]
+
+    def draw() -> None:
+        write_plots(run_dir)
+        write_family_reports(finished, run_dir)
+
     result = ExperimentResult(run_dir, results, {n: r.summary for n, r in results.items()})
     if stopped:
         result.stopped = stopped
+        draw()
         return result  # the post-hoc actions need every method's model
-    for name, config in exp.action_options.items():
-        run_action(
-            exp,
-            name,
-            run_dir,
-            config,
-            resume=resume,
-            overwrite=not resume,
-            progress=progress,
-            console=console,
-        )
+    with in_background(draw):
+        for name, config in exp.action_options.items():
+            run_action(
+                exp,
+                name,
+                run_dir,
+                config,
+                resume=resume,
+                overwrite=not resume,
+                progress=progress,
+                console=console,
+            )
     console.print(f"run folder: {run_dir}")
     return result
 
@@ -238,3 +251,49 @@ def trouble(summary: dict[str, Any]) -> str:
         if summary.get(key):
             parts.append(f"{summary[key]} {what}")
     return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def in_background(task: Callable[[], None]) -> Iterator[None]:
+    """Run ``task`` in a forked process while the block runs; wait for it at the end and
+    raise what it raised (the exception itself where it pickles, else a ``RuntimeError``).
+
+    Drawing a report imports matplotlib and renders figures, a second or more that the run's
+    result need not wait for, and that the run's own process then never pays at exit. Where
+    processes cannot be forked the task runs first, in this process.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        task()
+        yield
+        return
+    ctx = multiprocessing.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_report_errors, args=(task, writer), name="consortium-report")
+    child.start()
+    writer.close()
+    error: BaseException | str | None = None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(EOFError):  # nothing sent: the exit code tells
+            error = reader.recv()
+        child.join()
+        reader.close()
+    if error is None and child.exitcode != 0:
+        error = f"the drawing process ended with exit code {child.exitcode}"
+    if isinstance(error, BaseException):
+        raise error
+    if error is not None:
+        raise RuntimeError(f"drawing the report failed: {error}")
+
+
+def _report_errors(task: Callable[[], None], conn: Any) -> None:
+    try:
+        task()
+    except BaseException as err:
+        try:  # the error itself where it can travel (an OSError keeps its file name)
+            conn.send(err)
+        except Exception:
+            conn.send(f"{type(err).__name__}: {err}")
+    else:
+        conn.send(None)

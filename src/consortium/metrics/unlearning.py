@@ -38,8 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from consortium.core.message import Arrays
@@ -104,6 +102,8 @@ def membership_auc(
     weights = None
     if nonmember_weights is not None:
         weights = np.concatenate([np.full(len(member_scores), 1.0), nonmember_weights])
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(labels, scores, sample_weight=weights))
 
 
@@ -194,6 +194,8 @@ class InversionCheck:
         self.per_class = per_class
         self.steps = steps
         self.seed = seed
+        from sklearn.linear_model import LogisticRegression  # 1 s to import: only when used
+
         self.judge = LogisticRegression(max_iter=2000).fit(
             judge_x.reshape(len(judge_x), -1), judge_y
         )
@@ -248,6 +250,8 @@ class ShadowAttack:
             losses, probs = sample_outputs(shadow, x[idx], y[idx])
             feats.append(attack_features(losses, probs, y[idx]))
             labels.append(np.full(len(idx), member))
+        from sklearn.linear_model import LogisticRegression  # 1 s to import: only when used
+
         self.classifier = LogisticRegression(max_iter=1000).fit(
             np.concatenate(feats), np.concatenate(labels)
         )

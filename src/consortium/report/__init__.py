@@ -31,6 +31,7 @@ __all__ = [
     "method_dirs",
     "summary_markdown",
     "summary_table",
+    "write_plots",
     "write_report",
 ]
 
@@ -54,22 +55,37 @@ def family_report(report: str | Callable[[Path], Any], run_dir: str | Path) -> A
     return fn(Path(run_dir))
 
 
-def write_report(run_dir: str | Path) -> Table:
-    """(Re)write ``summary.json``, ``summary.md`` and the PNG plots of an experiment run."""
+def write_report(run_dir: str | Path, plots: bool = True) -> Table:
+    """(Re)write ``summary.json``, ``summary.md`` and (unless ``plots`` is false: see
+    :func:`write_plots`) the PNG plots of an experiment run; returns the summary table."""
+    run_dir = Path(run_dir)
+    summaries = _summaries(run_dir)
+    with writing(run_dir / "summary.json"):
+        (run_dir / "summary.json").write_text(json.dumps(summaries, indent=2))
+    with writing(run_dir / "summary.md"):
+        (run_dir / "summary.md").write_text(summary_markdown(summaries))
+    if plots:
+        write_plots(run_dir, summaries)
+    return summary_table(summaries, title=run_dir.name)
+
+
+def write_plots(run_dir: str | Path, summaries: dict[str, Any] | None = None) -> None:
+    """Draw ``accuracy.png`` and ``client_accuracy.png`` of an experiment run (matplotlib is
+    imported here, so a run that only needs its table never pays for it)."""
     from consortium.report.plots import plot_accuracy_per_round, plot_client_accuracy
 
     run_dir = Path(run_dir)
+    summaries = _summaries(run_dir) if summaries is None else summaries
+    with writing(run_dir / "accuracy.png"):
+        plot_accuracy_per_round(method_dirs(run_dir), summaries, run_dir / "accuracy.png")
+    with writing(run_dir / "client_accuracy.png"):
+        plot_client_accuracy(summaries, run_dir / "client_accuracy.png")
+
+
+def _summaries(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     summaries = collect(run_dir)
     if not summaries:
         raise FileNotFoundError(f"{run_dir}: no method runs (no */summary.json or */stopped.json)")
-    with writing(run_dir / "summary.json"):
-        (run_dir / "summary.json").write_text(json.dumps(summaries, indent=2))
-    with writing(run_dir / "summary.md"):
-        (run_dir / "summary.md").write_text(summary_markdown(summaries))
-    with writing(run_dir / "accuracy.png"):
-        plot_accuracy_per_round(method_dirs(run_dir), summaries, run_dir / "accuracy.png")
-    with writing(run_dir / "client_accuracy.png"):
-        plot_client_accuracy(summaries, run_dir / "client_accuracy.png")
-    return summary_table(summaries, title=run_dir.name)
+    return summaries

@@ -1,17 +1,30 @@
-"""The default runtime: every member runs in turn inside this process.
+"""The default runtime: the sampled members of a round run here, in parallel worker processes
+or one after another in this process.
 
 Members exist only while they handle a message: the runtime holds their data as index views
 and their state only when a handler left some, never a model per member, so memory stays flat
 in the number of idle members. Dropouts are simulated from the run seed, so a run with failures
 is as reproducible as one without.
 
-Member code runs in the server's process, so the runtime keeps it from reaching the server:
-each member gets its own copy of its request (writing into it changes nothing the server or
-another member holds; the copy costs a memcpy of the payload, little next to training);
-anything a handler raises, even ``SystemExit`` or ``KeyboardInterrupt``, fails that member
-only (a Ctrl-C from the user still stops the run); and ``member_timeout`` bounds a member's
-time (in the main thread, by a timer signal that interrupts the handler; elsewhere a late
-reply is discarded).
+``workers > 1`` serves members on a pool of processes forked once per run (see
+:mod:`consortium.runtime.pool`): they share the read-only data pool, receive each request and
+return each reply as bytes, and run with ``torch_threads`` threads. Which member runs where,
+and in which order, changes nothing: each member's randomness comes from its own seed, its
+state travels with its request, and replies are handled in member order, so the run is
+bit-identical to ``workers = 1`` with the same ``torch_threads`` (torch's thread count, not the
+worker count, decides how its sums are split).
+
+With ``workers = 1`` member code runs in the server's process, so the runtime keeps it from
+reaching the server: each member gets its own copy of its request (writing into it changes
+nothing the server or another member holds; the copy costs a memcpy of the payload, little next
+to training); anything a handler raises, even ``SystemExit`` or ``KeyboardInterrupt``, fails
+that member only (a Ctrl-C from the user still stops the run); and ``member_timeout`` bounds a
+member's time (in the main thread, by a timer signal that interrupts the handler; elsewhere a
+late reply is discarded). Workers give the same guarantees, and survive member code that kills
+its own process.
+
+A member's state is what its handler left in ``ctx.state``, whether it answered or failed;
+only a worker that died or had to be stopped loses the changes of that one message.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import logging
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,12 +43,13 @@ from consortium.core.client import ClientApp, ClientContext
 from consortium.core.grid import Grid, held_examples
 from consortium.core.message import Message
 from consortium.core.sampling import rng_for
+from consortium.runtime.pool import Outcome, Task, WorkerPool, compute_threads
 
 log = logging.getLogger("consortium.runtime.local")
 
 
 class LocalRuntime(Grid):
-    """In-process grid.
+    """In-process grid, members served in parallel by ``workers`` processes.
 
     Parameters
     ----------
@@ -53,6 +68,15 @@ class LocalRuntime(Grid):
         ``data_size(cid)``: how many samples member ``cid`` holds, the cap of the sample
         counts its replies report (default: the length of its data's ``train_indices`` plus
         ``test_indices`` when it has them).
+    workers
+        Processes serving members at once; ``1`` (the default here) serves them one after
+        another in this process. Workers fork from this process at the first exchange, so
+        the data and the handlers must exist by then; use the runtime as a context manager
+        (or call :meth:`close`) to stop them when the run ends.
+    torch_threads
+        torch and BLAS threads a member computes with (in this process while it serves a
+        member, and in each worker). More than one needs ``workers = 1``: GNU OpenMP cannot
+        start threads in a process forked after it ran.
     """
 
     def __init__(
@@ -67,26 +91,41 @@ class LocalRuntime(Grid):
         max_reply_bytes: int | None = None,
         member_timeout: float | None = None,
         data_size: Callable[[int], int | None] | None = None,
+        workers: int = 1,
+        torch_threads: int = 1,
     ) -> None:
         super().__init__(num_clients, seed, min_replies, max_reply_bytes)
         if not 0.0 <= failure_rate < 1.0:
             raise ValueError(f"failure_rate must be in [0, 1), got {failure_rate}")
         if member_timeout is not None and not member_timeout > 0:
             raise ValueError(f"member_timeout must be > 0 or None, got {member_timeout}")
+        if workers < 1 or torch_threads < 1:
+            raise ValueError(f"workers, torch_threads must be >= 1, got {workers}, {torch_threads}")
+        if workers > 1 and torch_threads > 1:
+            raise ValueError(
+                "torch_threads > 1 needs workers = 1: torch's OpenMP threads cannot start in "
+                "a forked worker process"
+            )
         self.app = app
         self.client_data = client_data
         self.failure_rate = failure_rate
         self.member_timeout = member_timeout
         self.data_size = data_size
+        self.workers = workers
+        self.torch_threads = torch_threads
         self._states: dict[int, dict[str, Any]] = {}
         self._exchanges = 0
+        self._pool: WorkerPool | None = None
+        self._closer: weakref.finalize | None = None
+        self._worker_cpu = 0.0
+
+    # -- moving messages ----------------------------------------------------------------------
 
     def _exchange(self, messages: Mapping[int, Message]) -> tuple[dict[int, Any], dict[int, str]]:
         self._exchanges += 1
-        replies: dict[int, Any] = {}
         failures: dict[int, str] = {}
+        tasks: list[Task] = []
         for cid in sorted(messages):
-            self._report_progress(len(replies) + len(failures), len(messages))
             if self.failure_rate > 0:
                 # A retried phase draws afresh (attempt 0 keeps the draws of earlier versions).
                 again = ("attempt", self.attempt) if self.attempt else ()
@@ -96,36 +135,93 @@ class LocalRuntime(Grid):
                     failures[cid] = "simulated dropout"
                     continue
             state = self._states.get(cid, {})
-            ctx = ClientContext(
-                client_id=cid,
-                data=self.client_data(cid),
-                state=state,
-                round=self.round,
-                seed=self.client_seed(cid),
-            )
-            start = time.monotonic()
-            guard = _Guard(self.member_timeout)
-            try:
-                with guard:
-                    replies[cid] = self.app.handle(_own_copy(messages[cid]), ctx)
-            except BaseException as err:  # a crashing member must not end the run ...
-                guard.restore()  # (again: a timeout may have cut the with statement short)
-                if guard.interrupted:  # ... but the user's Ctrl-C must
-                    raise
-                log.debug("member %d raised", cid, exc_info=True)
-                replies.pop(cid, None)
-                failures[cid] = _reason(err, self.member_timeout)
-                continue
-            took = time.monotonic() - start
-            if self.member_timeout is not None and took > self.member_timeout:
-                replies.pop(cid)  # no timer could interrupt it (not the main thread)
-                failures[cid] = f"no reply within member_timeout={self.member_timeout:g} s"
-                continue
-            if ctx.state:
-                self._states[cid] = ctx.state
+            tasks.append(Task(cid, self.round, self.client_seed(cid), state, messages[cid]))
+        asked, dropped = len(messages), len(failures)
+
+        def answered(done: int) -> None:
+            self._report_progress(dropped + done, asked)
+
+        if self.workers > 1 and tasks:
+            outcomes = self._worker_pool().run(tasks, progress=answered)
+        else:
+            outcomes = {}
+            with compute_threads(self.torch_threads):
+                for t in tasks:
+                    answered(len(outcomes))
+                    outcomes[t.cid] = self._serve(t, own_copy=True)
+        replies: dict[int, Any] = {}
+        for cid in sorted(outcomes):
+            answered, value, state = outcomes[cid]
+            if state is not None:
+                if state:
+                    self._states[cid] = state
+                else:
+                    self._states.pop(cid, None)
+            if answered:
+                replies[cid] = value
             else:
-                self._states.pop(cid, None)
-        return replies, failures
+                failures[cid] = value
+        return replies, dict(sorted(failures.items()))
+
+    def _serve(self, task: Task, own_copy: bool = False) -> Outcome:
+        """Run one member's handler on one request (here, or inside a worker)."""
+        message = _own_copy(task.message) if own_copy else task.message
+        ctx = ClientContext(
+            client_id=task.cid,
+            data=self.client_data(task.cid),
+            state=task.state,
+            round=task.round,
+            seed=task.seed,
+        )
+        start = time.monotonic()
+        guard = _Guard(self.member_timeout)
+        try:
+            with guard:
+                reply = self.app.handle(message, ctx)
+        except BaseException as err:  # a crashing member must not end the run ...
+            guard.restore()  # (again: a timeout may have cut the with statement short)
+            if guard.interrupted:  # ... but the user's Ctrl-C must
+                raise
+            log.debug("member %d raised", task.cid, exc_info=True)
+            return False, _reason(err, self.member_timeout), ctx.state
+        if self.member_timeout is not None and time.monotonic() - start > self.member_timeout:
+            # no timer could interrupt it (not the main thread): the reply came too late
+            return False, f"no reply within member_timeout={self.member_timeout:g} s", ctx.state
+        return True, reply, ctx.state
+
+    def _worker_pool(self) -> WorkerPool:
+        if self._pool is None or not self._pool.started:
+            self._close_pool()
+            self._pool = WorkerPool(
+                self.workers, self._serve, self.torch_threads, self.member_timeout
+            )
+            self._closer = weakref.finalize(self, self._pool.close)
+        self._pool.start()
+        return self._pool
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (empty before the first exchange or after close)."""
+        return self._pool.pids() if self._pool is not None else []
+
+    def close(self) -> None:
+        """Stop the worker processes (a later exchange starts new ones)."""
+        self._close_pool()
+
+    def _close_pool(self) -> None:
+        if self._closer is not None:
+            self._closer()
+        if self._pool is not None:
+            self._worker_cpu += self._pool.cpu_s
+        self._pool = self._closer = None
+
+    def cpu_time(self) -> float:
+        pool = self._pool.cpu_s if self._pool is not None else 0.0
+        return time.process_time() + self._worker_cpu + pool
+
+    def run_settings(self) -> dict[str, Any]:
+        return {"workers": self.workers, "torch_threads": self.torch_threads}
+
+    # -- what the grid asks of a runtime ------------------------------------------------------
 
     def declared_size(self, client_id: int) -> int | None:
         if self.data_size is not None:

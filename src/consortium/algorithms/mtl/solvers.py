@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse.linalg
 
 from consortium.algorithms.mtl.objective import (
     check_loss,
@@ -58,6 +56,9 @@ def squared_w_step(sets: TaskSets, metric: np.ndarray) -> np.ndarray:
     d = sets[0][0].shape[1]
     rhs = np.concatenate([x.T @ y / len(y) for x, y in sets])
     grams = [x.T @ x / len(y) for x, y in sets]
+    import scipy.linalg  # imported where used: a member of another method never pays for it
+    import scipy.sparse.linalg
+
     if d * m <= DIRECT_SOLVE_MAX:
         h = np.kron(metric, np.eye(d))
         for i, g in enumerate(grams):
@@ -278,6 +279,8 @@ def fit_single_task(
     if lam <= 0:
         raise ValueError(f"lambda must be > 0, got {lam}")
     if loss == "squared":
+        import scipy.linalg
+
         d = x.shape[1]
         return scipy.linalg.solve(
             x.T @ x / len(y) + lam * np.eye(d), x.T @ y / len(y), assume_a="pos"
@@ -296,6 +299,8 @@ def fit_global(sets: TaskSets, loss: str, lam: float, gap_tol: float = 1e-8) -> 
     if lam <= 0:
         raise ValueError(f"lambda must be > 0, got {lam}")
     if loss == "squared":
+        import scipy.linalg
+
         d = sets[0][0].shape[1]
         a = sum(x.T @ x / len(y) for x, y in sets) + lam * np.eye(d)
         b = sum(x.T @ y / len(y) for x, y in sets)

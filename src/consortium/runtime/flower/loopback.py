@@ -14,12 +14,17 @@ gateway (:mod:`~consortium.runtime.flower.gateway`), as members on other machine
         write_flower_app(experiment, "fed/app", run_dir="fed/run", roster=fed.roster_path)
         run = fed.run("fed/app")
         assert run.status == "finished:completed"
+
+``simulation=True`` starts the SuperLink in Flower's simulation mode instead (no SuperNode
+processes: ``num_nodes`` virtual ones on Flower's Ray engine), which is how Flower runs a
+simulation with ``flwr run`` now that ``flwr.simulation.run_simulation`` is deprecated.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -78,6 +83,22 @@ def _node_config_arg(config: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def federation_config(num_nodes: int, backend: Mapping[str, Any]) -> dict[str, Any]:
+    """Flower's simulation ``backend_config`` (``client_resources``, ``init_args``) as the flat
+    keys of ``flwr run --federation-config``.
+
+    ``flwr run`` takes whole CPUs per member: a fraction is rounded up.
+    """
+    config: dict[str, Any] = {"num-supernodes": num_nodes}
+    for section in ("client_resources", "init_args"):
+        for key, value in dict(backend.get(section) or {}).items():
+            name = f"{section}_{key}".replace("_", "-")
+            if name == "client-resources-num-cpus":
+                value = math.ceil(value)
+            config[name] = value
+    return config
+
+
 @dataclass
 class FlowerRun:
     """What ``flwr run`` reported: the run id, its final status and the streamed log."""
@@ -127,6 +148,10 @@ class LoopbackFederation:
         Write :attr:`roster_path` (member id = node ``i``'s public key; needs ``node_auth``).
     secure
         Shorthand for ``tls``, ``node_auth``, ``gateway`` and ``roster`` together.
+    simulation
+        A simulation SuperLink with ``num_nodes`` virtual SuperNodes (no node processes, no
+        TLS); ``backend`` is Flower's simulation backend config (``client_resources``,
+        ``init_args``), handed to every ``flwr run`` as its federation config.
     """
 
     def __init__(
@@ -142,7 +167,11 @@ class LoopbackFederation:
         gateway: bool = False,
         roster: bool = False,
         secure: bool = False,
+        simulation: bool = False,
+        backend: Mapping[str, Any] | None = None,
     ) -> None:
+        if simulation and (secure or tls or gateway or roster):
+            raise ValueError("a simulation SuperLink runs without TLS, gateway or roster")
         if secure:
             tls = node_auth = gateway = roster = True
         if node_auth and not tls:
@@ -164,6 +193,8 @@ class LoopbackFederation:
         self.node_keys: dict[int, NodeKey] = {}
         self._env_overrides = dict(env or {})
         self._procs: dict[str, _Proc] = {}
+        self.simulation = simulation
+        self.backend = dict(backend or {})
 
     # --- environment ---------------------------------------------------------------------
 
@@ -217,6 +248,8 @@ class LoopbackFederation:
         try:
             self._start_superlink()
             self._write_cli_config()
+            if self.simulation:
+                return self
             if self.gateway:
                 self._start_gateway()
             for i in range(self.num_nodes):
@@ -233,6 +266,8 @@ class LoopbackFederation:
         self.port = free_port()
         argv = [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port)]
         argv.append("--disable-runtime-dependency-installation")
+        if self.simulation:
+            argv += ["--simulation", "--isolation", "subprocess"]
         if self.tls:
             self.certificates = write_tls_certificates(self.workdir / "certificates")
             argv += [
@@ -384,7 +419,7 @@ class LoopbackFederation:
     # --- the flwr CLI --------------------------------------------------------------------
 
     def flwr(
-        self, *args: str, timeout: float = 120.0, check: bool = True
+        self, *args: str, timeout: float | None = 120.0, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run the ``flwr`` CLI against this federation's SuperLink connection."""
         env = self.env()
@@ -409,10 +444,14 @@ class LoopbackFederation:
         app_dir: str | Path,
         *,
         run_config: Mapping[str, Any] | None = None,
-        timeout: float = 600.0,
+        timeout: float | None = 600.0,
     ) -> FlowerRun:
         """Submit the app with ``flwr run --stream``, wait for it to end, report its status."""
         args = ["run", str(Path(app_dir).absolute()), CONNECTION, "--stream"]
+        if self.simulation:
+            settings = self.workdir / "federation-config.toml"
+            settings.write_text(tomli_w.dumps(federation_config(self.num_nodes, self.backend)))
+            args += ["--federation-config", str(settings)]
         if run_config:
             overrides = self.workdir / "run-config.toml"
             overrides.write_text(tomli_w.dumps(dict(run_config)))

@@ -1,0 +1,79 @@
+"""Local training: the SGD step is torch's, bit for bit, without torch's first-use import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from consortium.models import build_model, get_arrays
+from consortium.training import SGD, LocalTrainConfig, make_optimizer, train_local
+
+
+@pytest.mark.parametrize(
+    ("momentum", "weight_decay", "lr"), [(0.9, 0.0, 0.05), (0.0, 0.0, 0.1), (0.5, 1e-3, 0.3)]
+)
+def test_sgd_matches_torch_optim_sgd_bit_for_bit(momentum, weight_decay, lr):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 96)
+    batches = [rng.permutation(96)[:16] for _ in range(6)]
+    finals = []
+    for make in (
+        lambda p: SGD(p, lr=lr, momentum=momentum, weight_decay=weight_decay),
+        lambda p: torch.optim.SGD(p, lr=lr, momentum=momentum, weight_decay=weight_decay),
+    ):
+        torch.manual_seed(1)
+        model = build_model("cnn", (1, 8, 8), 10)
+        opt = make(list(model.parameters()))
+        for idx in batches:
+            loss = torch.nn.functional.cross_entropy(
+                model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx])
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        finals.append(get_arrays(model))
+    assert all(np.array_equal(finals[0][k], finals[1][k]) for k in finals[0])
+    assert any(k.endswith("weight") for k in finals[0])
+
+
+def test_sgd_skips_frozen_parameters_and_keeps_adam_from_torch():
+    frozen, live = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    opt = SGD([frozen, live], lr=0.5, momentum=0.9)
+    live.grad = torch.ones(3)
+    opt.step()
+    assert torch.equal(frozen, torch.ones(3)) and torch.equal(live, torch.full((3,), 0.5))
+    opt.zero_grad(set_to_none=False)
+    assert torch.equal(live.grad, torch.zeros(3))
+    adam = make_optimizer([live], LocalTrainConfig(optimizer="adam"))
+    assert isinstance(adam, torch.optim.Adam)
+
+
+def test_training_a_member_does_not_import_torch_dynamo():
+    code = (
+        "import sys, numpy as np\n"
+        "from consortium.models import build_model\n"
+        "from consortium.training import LocalTrainConfig, train_local\n"
+        "m = build_model('cnn', (1, 8, 8), 10)\n"
+        "x = np.zeros((20, 1, 8, 8), np.float32); y = np.zeros(20, np.int64)\n"
+        "train_local(m, x, y, np.arange(20), LocalTrainConfig(), 0)\n"
+        "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_train_local_is_seeded():
+    x = np.random.default_rng(0).normal(size=(40, 1, 8, 8)).astype(np.float32)
+    y = np.arange(40) % 10
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("cnn", (1, 8, 8), 10)
+        train_local(model, x, y, np.arange(40), LocalTrainConfig(batch_size=8), seed=4)
+        runs.append(get_arrays(model))
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
