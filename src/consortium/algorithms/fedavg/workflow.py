@@ -41,7 +41,10 @@ class FedAvg(GlobalModelWorkflow[FedAvgConfig]):
     """
 
     name = "fedavg"
-    velocity: Arrays
+
+    def __init__(self, config: FedAvgConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.velocity: Arrays = {}
 
     def setup(self, grid: Grid) -> dict[str, Any]:
         self.velocity = {}
