@@ -29,6 +29,7 @@ from consortium.core.rundir import check_run_name
 from consortium.data.config import DataConfig
 from consortium.data.registry import dataset_options
 from consortium.plugins import load_plugins
+from consortium.tracking import TrackingConfig
 from consortium.training import LocalTrainConfig
 
 __all__ = [
@@ -114,6 +115,7 @@ class Experiment(BaseModel):
     model: ModelSection = Field(default_factory=ModelSection)
     train: LocalTrainConfig = Field(default_factory=LocalTrainConfig)
     federation: FederationSection = Field(default_factory=FederationSection)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     method_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
     action_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
 

@@ -8,6 +8,7 @@ Run folder::
     RUN_DIR/summary.{json,md}          one row per method
     RUN_DIR/accuracy.png, client_accuracy.png, and each method family's own report
     RUN_DIR/<action folder>/           post-hoc actions (``unlearn-class3/``, ...)
+    RUN_DIR/tracking.json, tensorboard/, <method>/metrics.csv   when ``[tracking]`` says so
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from consortium.data.registry import build_data
 from consortium.experiment.actions import run_action
 from consortium.experiment.config import Experiment
 from consortium.experiment.execution import execute, method_context
-from consortium.report import family_report, write_report
+from consortium.report import family_report, report_console, write_report
+from consortium.tracking import Tracker, open_trackers
 
 
 @dataclass
@@ -50,8 +52,10 @@ def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -
         if resume and (out / "config.json").exists():
             saved = json.loads((out / "config.json").read_text())
             current = json.loads(json.dumps(exp.to_toml_dict()))
-            if {k: v for k, v in saved.items() if k != "methods"} != {
-                k: v for k, v in current.items() if k != "methods"
+            # Methods may be added on resume; where the numbers are also sent may change.
+            free = ("methods", "tracking")
+            if {k: v for k, v in saved.items() if k not in free} != {
+                k: v for k, v in current.items() if k not in free
             }:
                 raise ConfigError(
                     f"{out}: --resume with a configuration that differs from the saved one"
@@ -86,11 +90,31 @@ def run_experiment(
     callbacks: Iterable[RoundCallback] = (),
 ) -> ExperimentResult:
     """Run every method of ``exp`` (then its post-hoc actions); returns results and the
-    summaries written to disk. ``callbacks(method, round, metrics)`` see every round."""
-    console = console or Console()
+    summaries written to disk. ``callbacks(method, round, metrics)`` see every round; the
+    trackers of ``exp.tracking`` (MLflow, TensorBoard, CSV) get the same and the report."""
+    console = console or report_console()
     run_dir = Path(out) if out is not None else Path(exp.output_dir) / exp.name
+    trackers = open_trackers(exp.tracking)  # a missing library fails before anything runs
     with prepare_run_dir(exp, run_dir, resume, overwrite):
-        return _run_methods(exp, run_dir, resume, progress, console, list(callbacks))
+        trackers.start(run_dir, exp.to_toml_dict(), resume)
+        try:
+            result = _run_methods(
+                exp, run_dir, resume, progress, console, list(callbacks), trackers
+            )
+        except BaseException:
+            trackers.close(failed=True)
+            raise
+        trackers.close(failed=False)
+        return result
+
+
+def report_files(run_dir: Path) -> list[Path]:
+    """The report a run folder holds: its tables, configuration and plots (top level and in
+    each method's and action's folder)."""
+    found = [run_dir / "config.toml"]
+    for pattern in ("*.md", "*.png", "*/*.md", "*/*.png"):
+        found += sorted(run_dir.glob(pattern))
+    return [p for p in found if p.is_file()]
 
 
 def _run_methods(
@@ -100,6 +124,7 @@ def _run_methods(
     progress: bool,
     console: Console,
     cbs: list[RoundCallback],
+    trackers: Tracker,
 ) -> ExperimentResult:
     data = build_data(exp.data, exp.seed)
     table = data.report_table()
@@ -111,10 +136,11 @@ def _run_methods(
         console.print(f"{data.num_clients} members; partition table in {run_dir / 'partition.txt'}")
     ctx = method_context(exp, data)
     results: dict[str, RunResult] = {}
+    cbs = [*cbs, trackers.log_round]
     for name in exp.methods:
         workflow, app = get_method(name).build(ctx, exp.method_options[name])
         method_dir = run_dir / name
-        per_method = [lambda r, m, _n=name: [cb(_n, r, m) for cb in cbs]] if cbs else []
+        per_method = [lambda r, m, _n=name: [cb(_n, r, m) for cb in cbs]]
         results[name] = execute(
             exp,
             name,
@@ -126,6 +152,10 @@ def _run_methods(
             progress=progress,
             description=name,
             callbacks=per_method,
+        )
+        options = exp.method_options[name].model_dump(mode="json")
+        trackers.method_done(
+            name, options, results[name].rounds, results[name].summary, method_dir
         )
     console.print(write_report(run_dir))
     write_family_reports(exp.methods, run_dir)
@@ -140,5 +170,6 @@ def _run_methods(
             progress=progress,
             console=console,
         )
+    trackers.finish(run_dir, report_files(run_dir))
     console.print(f"run folder: {run_dir}")
     return ExperimentResult(run_dir, results, {n: r.summary for n, r in results.items()})

@@ -19,6 +19,7 @@ from rich.table import Table
 from consortium.report.summary import (
     collect,
     method_dirs,
+    report_console,
     summary_markdown,
     summary_table,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "collect",
     "family_report",
     "method_dirs",
+    "report_console",
     "summary_markdown",
     "summary_table",
     "write_report",
