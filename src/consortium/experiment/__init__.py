@@ -20,6 +20,7 @@ from consortium.experiment.config import (
     load_experiment,
 )
 from consortium.experiment.execution import execute, make_grid, method_context
+from consortium.experiment.results import load_model
 from consortium.experiment.runner import ExperimentResult, run_experiment
 
 
@@ -43,6 +44,7 @@ __all__ = [
     "experiment_from_dict",
     "get_method",
     "load_experiment",
+    "load_model",
     "make_grid",
     "method_context",
     "register_action",

@@ -119,12 +119,20 @@ class Experiment(BaseModel):
     method_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
     action_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
+    def __init__(self, **data: Any) -> None:
+        """The typed path: a bad value is a one-line :class:`ConfigError`, as from a file."""
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(one_line(err)) from None
+
     @model_validator(mode="after")
     def _resolve(self) -> Experiment:
         """Validate every method's and action's options (the typed path included)."""
         if len(set(self.methods)) != len(self.methods):
             raise ValueError("methods: a method is listed twice")
         load_plugins(self.plugins)
+        dataset_options(self.data)  # the dataset exists and its options are valid
         options: dict[str, Any] = {}
         for name in [*self.methods, *(m for m in self.method_options if m not in self.methods)]:
             spec = get_method(name)
@@ -238,7 +246,6 @@ def build_experiment(raw: Mapping[str, Any]) -> Experiment:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(one_line(err)) from None
-    dataset_options(exp.data)  # the dataset exists and its options are valid
     return exp
 
 

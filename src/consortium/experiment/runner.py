@@ -3,6 +3,7 @@
 Run folder::
 
     RUN_DIR/config.toml, config.json   the resolved configuration (re-runnable as is)
+    RUN_DIR/data.json                  input shape and classes (to rebuild the model)
     RUN_DIR/partition.txt              members' train/test sizes and classes
     RUN_DIR/<method>/                  metrics.jsonl, summary.json, checkpoint.npz, model.npz
     RUN_DIR/summary.{json,md}          one row per method
@@ -30,6 +31,7 @@ from consortium.data.registry import build_data
 from consortium.experiment.actions import run_action
 from consortium.experiment.config import Experiment
 from consortium.experiment.execution import execute, method_context
+from consortium.experiment.results import write_data_info
 from consortium.report import family_report, report_console, write_report
 from consortium.tracking import Tracker, open_trackers
 
@@ -127,6 +129,7 @@ def _run_methods(
     trackers: Tracker,
 ) -> ExperimentResult:
     data = build_data(exp.data, exp.seed)
+    write_data_info(run_dir, data)
     table = data.report_table()
     with open(run_dir / "partition.txt", "w") as fh:
         Console(file=fh, width=200).print(table)
