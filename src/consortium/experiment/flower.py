@@ -120,8 +120,17 @@ def experiment_server_run(settings: AppSettings) -> ServerRun:
         resume=bool(rc.get("resume", False)),
         progress=False,
         description=method,
-        data_sizes={c: held_examples(data.client(c)) for c in range(data.num_clients)},
+        data_sizes={c: _held_by_server(data, c) for c in range(data.num_clients)},
     )
+
+
+def _held_by_server(data: Any, cid: int) -> int | None:
+    """Member ``cid``'s sample count when the server can compute it (a partition of a pool
+    every machine loads); ``None`` when only the member holds its data (``SiteData``)."""
+    try:
+        return held_examples(data.client(cid))
+    except FileNotFoundError:
+        return None
 
 
 def experiment_member(settings: AppSettings) -> Member:
