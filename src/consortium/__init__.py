@@ -33,5 +33,7 @@ def __getattr__(name: str) -> Any:
     if name in __all__ and name != "__version__":
         import consortium.experiment as experiment
 
-        return getattr(experiment, name)
+        value = getattr(experiment, name)
+        globals()[name] = value  # imported once
+        return value
     raise AttributeError(f"module 'consortium' has no attribute {name!r}")
