@@ -31,6 +31,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from consortium.config import ConfigError, Options
 
 __all__ = [
     "CsvTracker",
+    "MethodDone",
     "MlflowTracker",
     "TensorBoardTracker",
     "Tracker",
@@ -102,6 +104,18 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class MethodDone:
+    """What a tracker hears when a method finished: its options, every round it ran (those
+    of an earlier process, when resumed, included), its summary and its folder."""
+
+    method: str
+    options: Mapping[str, Any]
+    rounds: Sequence[Mapping[str, Any]]
+    summary: Mapping[str, Any]
+    method_dir: Path
+
+
 class Tracker:
     """What every tracker does; each hook does nothing unless a tracker needs it.
 
@@ -116,15 +130,8 @@ class Tracker:
     def log_round(self, method: str, rnd: int, line: Mapping[str, Any]) -> None:
         """One round's line of ``method`` (as written to ``metrics.jsonl``)."""
 
-    def method_done(
-        self,
-        method: str,
-        options: Mapping[str, Any],
-        rounds: Sequence[Mapping[str, Any]],
-        summary: Mapping[str, Any],
-        method_dir: Path,
-    ) -> None:
-        """``method`` finished; ``rounds`` are all its lines, those of earlier processes too."""
+    def method_done(self, done: MethodDone) -> None:
+        """A method finished (``done.rounds`` holds earlier processes' rounds too)."""
 
     def finish(self, run_dir: Path, artefacts: Iterable[Path]) -> None:
         """The report was written; ``artefacts`` are its files (tables, plots)."""
@@ -157,22 +164,15 @@ class CsvTracker(Tracker):
 
     FILE = "metrics.csv"
 
-    def method_done(
-        self,
-        method: str,
-        options: Mapping[str, Any],
-        rounds: Sequence[Mapping[str, Any]],
-        summary: Mapping[str, Any],
-        method_dir: Path,
-    ) -> None:
-        rows = [{"round": int(r["round"]), **numbers(r)} for r in rounds]
+    def method_done(self, done: MethodDone) -> None:
+        rows = [{"round": int(r["round"]), **numbers(r)} for r in done.rounds]
         columns = ["round", *sorted({k for row in rows for k in row} - {"round"})]
-        tmp = method_dir / (self.FILE + ".tmp")
+        tmp = done.method_dir / (self.FILE + ".tmp")
         with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, method_dir / self.FILE)
+        os.replace(tmp, done.method_dir / self.FILE)
 
 
 class TensorBoardTracker(Tracker):
@@ -213,19 +213,12 @@ class TensorBoardTracker(Tracker):
         self._scalars(method, rnd, line)
         self.writers[method].flush()
 
-    def method_done(
-        self,
-        method: str,
-        options: Mapping[str, Any],
-        rounds: Sequence[Mapping[str, Any]],
-        summary: Mapping[str, Any],
-        method_dir: Path,
-    ) -> None:
-        writer = self._writer(method)
-        for line in self.backfill.missing(method, rounds):
-            self._scalars(method, int(line["round"]), line)
-        writer.add_text("options", _code_block(json.dumps(dict(options), indent=2)), 0)
-        writer.add_text("summary", _code_block(json.dumps(dict(summary), indent=2)), 0)
+    def method_done(self, done: MethodDone) -> None:
+        writer = self._writer(done.method)
+        for line in self.backfill.missing(done.method, done.rounds):
+            self._scalars(done.method, int(line["round"]), line)
+        writer.add_text("options", _code_block(json.dumps(dict(done.options), indent=2)), 0)
+        writer.add_text("summary", _code_block(json.dumps(dict(done.summary), indent=2)), 0)
         writer.flush()
 
     def finish(self, run_dir: Path, artefacts: Iterable[Path]) -> None:
@@ -339,23 +332,18 @@ class MlflowTracker(Tracker):
         self.backfill.seen(method, rnd)
         self._metrics(run_id, [line])
 
-    def method_done(
-        self,
-        method: str,
-        options: Mapping[str, Any],
-        rounds: Sequence[Mapping[str, Any]],
-        summary: Mapping[str, Any],
-        method_dir: Path,
-    ) -> None:
-        run_id = self._method_run(method)
-        self._metrics(run_id, self.backfill.missing(method, rounds))
-        if method in self.backfill.fresh:
-            self._params(run_id, flatten(dict(options)))
-        final = {f"final.{k}": v for k, v in numbers(summary).items()}
+    def method_done(self, done: MethodDone) -> None:
+        run_id = self._method_run(done.method)
+        self._metrics(run_id, self.backfill.missing(done.method, done.rounds))
+        if done.method in self.backfill.fresh:
+            self._params(run_id, flatten(dict(done.options)))
+        final = {f"final.{k}": v for k, v in numbers(done.summary).items()}
         if final:
-            self._metrics(run_id, [{"round": int(summary.get("rounds", 0) or 0), **final}])
-        if (method_dir / "summary.json").exists():
-            self.client.log_artifact(run_id, str(method_dir / "summary.json"))
+            step = int(done.summary.get("rounds", 0) or 0)
+            self._metrics(run_id, [{"round": step, **final}])
+        summary_file = done.method_dir / "summary.json"
+        if summary_file.exists():
+            self.client.log_artifact(run_id, str(summary_file))
         self.client.set_terminated(run_id, "FINISHED")
 
     def finish(self, run_dir: Path, artefacts: Iterable[Path]) -> None:
@@ -402,16 +390,9 @@ class Trackers(Tracker):
         for t in self.trackers:
             t.log_round(method, rnd, line)
 
-    def method_done(
-        self,
-        method: str,
-        options: Mapping[str, Any],
-        rounds: Sequence[Mapping[str, Any]],
-        summary: Mapping[str, Any],
-        method_dir: Path,
-    ) -> None:
+    def method_done(self, done: MethodDone) -> None:
         for t in self.trackers:
-            t.method_done(method, options, rounds, summary, method_dir)
+            t.method_done(done)
 
     def finish(self, run_dir: Path, artefacts: Iterable[Path]) -> None:
         files = list(artefacts)

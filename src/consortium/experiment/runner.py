@@ -33,7 +33,7 @@ from consortium.experiment.config import Experiment
 from consortium.experiment.execution import execute, method_context
 from consortium.experiment.results import write_data_info
 from consortium.report import family_report, report_console, write_report
-from consortium.tracking import Tracker, open_trackers
+from consortium.tracking import MethodDone, Tracker, open_trackers
 
 
 @dataclass
@@ -157,9 +157,8 @@ def _run_methods(
             callbacks=per_method,
         )
         options = exp.method_options[name].model_dump(mode="json")
-        trackers.method_done(
-            name, options, results[name].rounds, results[name].summary, method_dir
-        )
+        result = results[name]
+        trackers.method_done(MethodDone(name, options, result.rounds, result.summary, method_dir))
     console.print(write_report(run_dir))
     write_family_reports(exp.methods, run_dir)
     for name, config in exp.action_options.items():
