@@ -94,3 +94,13 @@ def test_run_experiment_prints_full_numbers_off_a_terminal(run, capsys):
     text = capsys.readouterr().out
     assert "…" not in text, text
     assert f"{result.summaries['centralised']['test_accuracy']:.4f}" in text
+
+
+def test_a_multi_task_run_writes_no_data_json_and_has_no_torch_model(tmp_path):
+    raw = {"name": "mtl", "methods": ["dmtrl"], "data": {"dataset": "mtl_synthetic"},
+           "federation": {"rounds": 3}}  # fmt: skip
+    out = tmp_path / "run"
+    run_experiment(experiment_from_dict(raw), out, progress=False)
+    assert not (out / "data.json").exists() and (out / "dmtrl" / "model.npz").exists()
+    with pytest.raises(ConfigError, match="train no torch network"):
+        consortium.load_model(out)

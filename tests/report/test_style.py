@@ -76,6 +76,20 @@ def test_labels_of_crowded_points_do_not_overlap():
     plt.close(fig)
 
 
+def test_points_on_the_same_spot_share_one_label():
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs, ys = [0.1, 0.1, 0.1, 0.1, 0.133], [0.440, 0.4385, 0.437, 0.433, 0.442]
+    ax.set_xlim(0.08, 0.45)
+    ax.set_ylim(0.2, 0.6)
+    texts = style.label_points(ax, xs, ys, [f"member {i}" for i in (3, 4, 2, 9, 1)])
+    shown = sorted(t.get_text() for t in texts)
+    assert "members 3, 4, 2" in shown and "member 1" in shown and len(shown) == 3
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    assert not any(boxes[i].overlaps(boxes[j]) for i in range(3) for j in range(i + 1, 3))
+    plt.close(fig)
+
+
 def test_the_accuracy_plot_uses_the_shared_style(tmp_path, monkeypatch):
     for name, accs in {"fedavg": [0.2, 0.5, 0.6], "fedprox": [0.2, 0.5, 0.6]}.items():
         (tmp_path / name).mkdir()

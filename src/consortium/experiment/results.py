@@ -21,11 +21,15 @@ DATA_INFO = "data.json"
 
 
 def write_data_info(run_dir: Path, data: Any) -> None:
-    """What a model needs to know of the data to be rebuilt: input shape and classes."""
+    """What a model needs to know of the data to be rebuilt: input shape and classes (data
+    without them, such as multi-task data of linear models, writes no file)."""
+    shape, classes = getattr(data, "input_shape", None), getattr(data, "num_classes", None)
+    if shape is None or classes is None:
+        return
     info = {
         "name": str(getattr(data, "name", "")),
-        "input_shape": [int(v) for v in data.input_shape],
-        "num_classes": int(data.num_classes),
+        "input_shape": [int(v) for v in shape],
+        "num_classes": int(classes),
         "num_clients": int(data.num_clients),
     }
     (run_dir / DATA_INFO).write_text(json.dumps(info, indent=2))
@@ -80,6 +84,8 @@ def load_model(run_dir: str | Path, method: str | None = None, *, device: str = 
         shape, classes = tuple(info["input_shape"]), int(info["num_classes"])
     else:  # a run folder from before data.json: rebuild the data to learn its shape
         data = build_data(exp.data, exp.seed)
+        if not hasattr(data, "input_shape"):
+            raise ConfigError(f"{path}: {exp.data.dataset!r} runs train no torch network")
         shape, classes = tuple(data.input_shape), int(data.num_classes)
     model = build_model(exp.model.name, shape, classes, **exp.model.options)
     with np.load(path, allow_pickle=False) as saved:

@@ -55,14 +55,15 @@ def plot_width_curve(summary: dict[str, Any], out: Path, title: str = "") -> Pat
             zorder=3,
             label="members' rewards (test)",
         )
-        label_points(ax, [widths[m] for m in members], [rewards[m] for m in members],
-                     [f"member {m}" for m in members])  # fmt: skip
     ax.set_xlabel("width p")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title(f"Accuracy vs width{' — ' + title if title else ''}")
     ax.legend(loc="lower right", fontsize=8)
+    if members:
+        label_points(ax, [widths[m] for m in members], [rewards[m] for m in members],
+                     [f"member {m}" for m in members])  # fmt: skip
     return finish(fig, out)
 
 
@@ -86,7 +87,6 @@ def plot_contribution_vs_reward(summary: dict[str, Any], out: Path, title: str =
             marker="x",
             label="reward on own test view",
         )
-    label_points(ax, xs, [rewards[m] for m in members], [f"member {m}" for m in members])
     kind = summary.get("contribution_kind", "contribution")
     ax.set_xlabel(f"contribution ({kind})")
     ax.set_ylabel("reward accuracy")
@@ -94,6 +94,7 @@ def plot_contribution_vs_reward(summary: dict[str, Any], out: Path, title: str =
     rho = _fmt_rho(summary.get("pearson"))
     ax.set_title(f"Reward vs contribution{' — ' + title if title else ''} (Pearson ρ = {rho})")
     ax.legend(loc="lower right", fontsize=8)
+    label_points(ax, xs, [rewards[m] for m in members], [f"member {m}" for m in members])
     return finish(fig, out)
 
 

@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 #: The palette (matplotlib's tab10, then the light tab20 shades for names beyond it).
@@ -155,9 +156,37 @@ def _overlap(a: Any, b: Any) -> float:
 
 
 #: Where a label may go, in points from its point: right, above, left, below, diagonals,
-#: then further out.
+#: then two rings further out.
 _OFFSETS = [(4, 3), (4, -10), (-4, 3), (-4, -10), (0, 8), (0, -14), (8, 8), (8, -14),
             (-8, 8), (-8, -14), (14, 0), (-14, 0), (0, 16), (0, -22)]  # fmt: skip
+_OFFSETS += [(round(r * np.cos(a)), round(r * np.sin(a)))
+             for r in (26, 40) for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)]  # fmt: skip
+#: Points closer than this (pixels) share one label ("members 2, 3, 4").
+_SAME_PLACE = 4.0
+
+
+def _merge_coinciding(
+    points: list[Any], xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]
+) -> list[tuple[float, float, str]]:
+    """One label per place: points that coincide on the page are labelled together."""
+    groups: list[list[int]] = []
+    for i, p in enumerate(points):
+        for group in groups:
+            q = points[group[0]]
+            if abs(p[0] - q[0]) <= _SAME_PLACE and abs(p[1] - q[1]) <= _SAME_PLACE:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    out = []
+    for group in groups:
+        names = [labels[i] for i in group]
+        if len(names) > 1 and all(n.startswith("member ") for n in names):
+            text = "members " + ", ".join(n.removeprefix("member ") for n in names)
+        else:
+            text = ", ".join(names)
+        out.append((xs[group[0]], ys[group[0]], text))
+    return out
 
 
 def label_points(
@@ -165,37 +194,45 @@ def label_points(
 ) -> list[Any]:
     """Label each point with its text, each at the first nearby place where it overlaps
     no label placed before it and no point (else the least crowded place), with a thin
-    line back to its point when it had to move away."""
+    line back to its point when it had to move away. Points on the same spot share one
+    label (``members 2, 3, 4``). Call it when the axes are otherwise complete (limits,
+    titles, axis labels): the places are found for the final layout."""
     fig = ax.figure
+    fig.tight_layout()  # what finish() will do: the points' final positions
+    fig.canvas.draw()  # also brings the axes limits up to date
     renderer = fig.canvas.get_renderer()
     points = [ax.transData.transform((x, y)) for x, y in zip(xs, ys, strict=True)]
     placed: list[Any] = []
     texts = []
-    for (x, y), text in zip(zip(xs, ys, strict=True), labels, strict=True):
+    for x, y, text in _merge_coinciding(points, xs, ys, labels):
         best, best_cost, best_offset = None, float("inf"), (0, 0)
         for dx, dy in _OFFSETS:
             ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy),
                               fontsize=fontsize, ha="left" if dx >= 0 else "right")  # fmt: skip
             box = ann.get_window_extent(renderer).expanded(1.05, 1.1)
-            cost = sum(_overlap(box, other) for other in placed)
+            cost = 100.0 * sum(_overlap(box, other) for other in placed)
             cost += sum(1.0 for px, py in points if box.contains(px, py))
+            cost += 0.01 * (abs(dx) + abs(dy))  # nearer is better, all else equal
+            inside = ax.bbox
+            if box.x0 < inside.x0 or box.x1 > inside.x1 or box.y0 < inside.y0 or box.y1 > inside.y1:
+                cost += 50.0  # sticking out of the axes: cut off, or over the tick labels
             if cost < best_cost:
                 if best is not None:
                     best.remove()
                 best, best_cost, best_offset = ann, cost, (dx, dy)
             else:
                 ann.remove()
-            if cost == 0:
+            if cost < 1:  # no overlap: the nearest such place wins
                 break
         assert best is not None
         if abs(best_offset[0]) + abs(best_offset[1]) > 16:
-            best.arrow_patch = None
             best.remove()
             best = ax.annotate(
                 text, (x, y), textcoords="offset points", xytext=best_offset,
                 fontsize=fontsize, ha="left" if best_offset[0] >= 0 else "right",
                 arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5"},
             )  # fmt: skip
+        best.set_in_layout(False)  # the layout must not move the points it was placed for
         placed.append(best.get_window_extent(renderer).expanded(1.05, 1.1))
         texts.append(best)
     return texts
