@@ -259,17 +259,8 @@ def build_federated_data(
             raise ValueError(f"the partitioner made {part.num_clients} parts for {num_clients}")
         scheme = str(getattr(partitioner, "name", "custom"))
     else:
-        part = partition(
-            y,
-            num_clients,
-            scheme,
-            rng=rng,
-            alpha=alpha,
-            beta=beta,
-            k=k,
-            min_size=min_size,
-            groups=groups,
-        )
+        knobs = {"alpha": alpha, "beta": beta, "k": k, "min_size": min_size, "groups": groups}
+        part = partition(y, num_clients, scheme, rng=rng, **knobs)  # type: ignore[arg-type]
     sizes = part.sizes()
     if sizes.min() == 0:
         raise ValueError(

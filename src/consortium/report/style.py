@@ -40,36 +40,20 @@ DASHES = ("-", "--", "-.", ":")
 #: (one family, plus FedAvg and the references) never share a colour.
 KNOWN: dict[str, tuple[int, int, int]] = {
     # references and the averaging family
-    "fedavg": (0, 0, 0),
-    "standalone": (7, 1, 1),
-    "centralised": (2, 2, 2),
-    "fedprox": (1, 3, 0),
-    "scaffold": (4, 4, 0),
+    **dict(fedavg=(0, 0, 0), standalone=(7, 1, 1), centralised=(2, 2, 2), fedprox=(1, 3, 0),
+           scaffold=(4, 4, 0)),
     # fair rewards
-    "aequa": (3, 6, 0),
-    "aequa_training_time": (5, 5, 1),
-    "cgsv": (6, 3, 2),
-    "iafl": (8, 4, 3),
+    **dict(aequa=(3, 6, 0), aequa_training_time=(5, 5, 1), cgsv=(6, 3, 2), iafl=(8, 4, 3)),
     # heterogeneous members
-    "fedra": (3, 0, 0),
-    "all_large": (0, 1, 1),
-    "all_small": (1, 2, 2),
-    "inclusivefl": (4, 3, 3),
-    "depthfl": (2, 4, 1),
+    **dict(fedra=(3, 0, 0), all_large=(0, 1, 1), all_small=(1, 2, 2), inclusivefl=(4, 3, 3),
+           depthfl=(2, 4, 1)),
     # multi-task
-    "dmtrl": (3, 0, 0),
-    "mtrl_centralised": (0, 1, 1),
-    "single_task": (7, 2, 2),
-    "global_model": (1, 3, 3),
+    **dict(dmtrl=(3, 0, 0), mtrl_centralised=(0, 1, 1), single_task=(7, 2, 2),
+           global_model=(1, 3, 3)),
     # unlearning
-    "original": (7, 0, 1),
-    "selective": (3, 1, 0),
-    "selective_server": (5, 2, 0),
-    "retrain": (2, 3, 2),
-    "finetune": (0, 4, 3),
-    "gradient_ascent": (1, 5, 1),
-    "tfidf_prune": (4, 6, 2),
-}
+    **dict(original=(7, 0, 1), selective=(3, 1, 0), selective_server=(5, 2, 0), retrain=(2, 3, 2),
+           finetune=(0, 4, 3), gradient_ascent=(1, 5, 1), tfidf_prune=(4, 6, 2)),
+}  # fmt: skip
 
 DPI = 120
 
