@@ -81,7 +81,7 @@ def fedra(out: Path) -> None:
         "train": {"lr": 0.05, "batch_size": 8},
         "federation": {"rounds": 4},
         "fedra": {**capacities, "lora_r": 2, "lora_alpha": 4},
-        "all_large": {"backbone": "tiny"},
+        "all_large": capacities,
         "all_small": capacities,
         "inclusivefl": capacities,
         "depthfl": capacities,

@@ -45,7 +45,7 @@ def plot_convergence(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | Non
     round_axis(ax_obj)
     ax_obj.set_ylabel("objective")
     ax_obj.set_title("primal and dual objectives")
-    ax_obj.legend()
+    ax_obj.legend(loc="upper right")
     ax_obj.grid(alpha=0.3)
     lo = min(r["dual"] for r in pts[len(pts) // 10 :] or pts)
     hi = max(r["primal"] for r in pts[len(pts) // 10 :] or pts)
@@ -75,7 +75,8 @@ def plot_bytes(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
     round_axis(ax)
     ax.set_ylabel("kB per round")
     ax.set_title(f"Communication per round — {out.parent.name}")
-    ax.set_ylim(bottom=0)
+    top = max(max(r["bytes_up"], r["bytes_down"]) for r in pts) / 1e3
+    ax.set_ylim(0, 1.15 * top)  # a constant curve would sit on the frame
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -97,7 +98,8 @@ def plot_correlation(learned: np.ndarray, true: np.ndarray | None, out: Path) ->
         ax.set_xlabel("task")
         ax.set_ylabel("task")
     fig.colorbar(image, ax=list(axes[0]), shrink=0.85)
-    fig.savefig(out, dpi=120)
+    fig.suptitle(f"Task correlation — {out.parent.name}")
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 
