@@ -65,6 +65,7 @@ def plot_domain_accuracy(
                color=method_style(method).color)  # fmt: skip
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
     ax.set_title(f"Accuracy per domain — {out.parent.name}")
+    ax.set_xlabel("domain")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
