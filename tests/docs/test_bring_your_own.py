@@ -15,6 +15,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own_data"
 
 
 def test_the_guide_blocks_register_a_working_model_and_datasets(run_page, monkeypatch, tmp_path):
+    # The example plugin (for its site folders) registers for real, before the recording below.
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    make = importlib.import_module("hospitals").make_example_sites
     models, data = {}, {}
     # Record what the page registers instead of adding it to the process-wide registries.
     monkeypatch.setattr(consortium.models, "register_model", lambda n, b: models.update({n: b}))
@@ -26,8 +29,6 @@ def test_the_guide_blocks_register_a_working_model_and_datasets(run_page, monkey
     splits = data["blobs"]["load"](None)
     assert splits.train.x.shape == (400, 6) and splits.test is None
     # The page's builder reads the example's site folders, one member at a time.
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    make = importlib.import_module("hospitals").make_example_sites
     root = make(tmp_path / "sites", sites=2)
     cfg = DataConfig(dataset="digits", path=str(root), num_clients=2)
     built = data["hospitals"]["build"](cfg, ns["HospitalOptions"](), 0)
