@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -58,8 +57,7 @@ KNOWN: dict[str, tuple[int, int, int]] = {
 DPI = 120
 
 
-@dataclass(frozen=True)
-class Style:
+class Style(NamedTuple):
     """How one method is drawn in every plot."""
 
     color: str
