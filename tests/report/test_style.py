@@ -114,3 +114,17 @@ def test_a_method_with_one_exchange_gets_no_empty_bytes_plot(tmp_path):
     two = [*one, {"round": 2, "bytes_up": 50, "bytes_down": 100}]
     assert plot_bytes(two, tmp_path / "bytes.png") == tmp_path / "bytes.png"
     assert np.asarray(plt.imread(tmp_path / "bytes.png")).shape[0] > 100
+
+
+def test_a_member_at_zero_accuracy_is_marked_and_a_missing_one_is_not(tmp_path, monkeypatch):
+    shown = {}
+    monkeypatch.setattr(plots, "finish", lambda fig, out: shown.setdefault("fig", fig) and out)
+    summaries = {"fedavg": {"client_accuracy": {"0": 0.0, "1": 0.5, "2": 0.0}},
+                 "standalone": {"client_accuracy": {"1": 0.25}}}  # fmt: skip
+    plots.plot_client_accuracy(summaries, tmp_path / "c.png")
+    ax = shown["fig"].axes[0]
+    zeros = [t for t in ax.texts if t.get_text() == "0"]
+    assert len(zeros) == 2  # fedavg's members 0 and 2; standalone's missing 0 and 2 unmarked
+    assert {t.get_color() for t in zeros} == {style.method_style("fedavg").color}
+    assert tmp_path.name in ax.get_title()
+    plt.close(shown["fig"])

@@ -62,8 +62,12 @@ def plot_client_accuracy(summaries: dict[str, dict[str, Any]], out: Path) -> Pat
     fig, ax = plt.subplots(figsize=(min(14, max(6.5, 0.14 * len(clients) * len(per) + 3)), 4.5))
     x = np.arange(len(clients))
     for i, (method, accs) in enumerate(per.items()):
-        ax.bar(x + i * width, [accs.get(str(c), np.nan) for c in clients], width, label=method,
-               color=method_style(method).color)  # fmt: skip
+        values = [accs.get(str(c), np.nan) for c in clients]
+        color = method_style(method).color
+        ax.bar(x + i * width, values, width, label=method, color=color)
+        for xi, value in zip(x + i * width, values, strict=True):
+            if value == 0:  # a bar of height 0 is invisible: say 0, unlike a member with none
+                ax.text(xi, 0.005, "0", ha="center", va="bottom", fontsize=6, color=color)
     ax.set_xticks(x + width * (len(per) - 1) / 2)
     step = max(1, len(clients) // 40)  # at most ~40 member labels, never overlapping
     ax.set_xticklabels([str(c) if i % step == 0 else "" for i, c in enumerate(clients)],
