@@ -73,6 +73,29 @@ def _run_options(p: argparse.ArgumentParser, check: bool = False) -> None:
     )
 
 
+def _tracking_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--track",
+        action="append",
+        default=[],
+        choices=("mlflow", "tensorboard", "csv"),
+        help="also send every round, the config and the report there (repeatable; "
+        "same as --set tracking.NAME=true)",
+    )
+    p.add_argument(
+        "--mlflow-uri", metavar="URI", help="MLflow tracking URI (implies --track mlflow)"
+    )
+
+
+def _tracking_overrides(args: argparse.Namespace) -> list[str]:
+    """``--track`` and ``--mlflow-uri`` as the ``--set`` overrides they stand for."""
+    out = [f"tracking.{name}=true" for name in getattr(args, "track", [])]
+    uri = getattr(args, "mlflow_uri", None)
+    if uri:
+        out += ["tracking.mlflow=true", f"tracking.mlflow_uri={json.dumps(uri)}"]
+    return out
+
+
 def _parser(actions: dict[str, Any]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="consortium", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"consortium {__version__}")
@@ -92,11 +115,13 @@ def _parser(actions: dict[str, Any]) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an experiment TOML file")
     run.add_argument("experiment", type=Path)
     _run_options(run, check=True)
+    _tracking_options(run)
 
     demo = sub.add_parser(
         "demo", help="FedAvg vs standalone vs centralised on digits (no download)"
     )
     _run_options(demo, check=True)
+    _tracking_options(demo)
 
     for name, spec in actions.items():
         act = sub.add_parser(name, help=spec.description)
@@ -208,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--version"]:
         print(f"consortium {__version__}")
         return 0
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    from consortium.report.summary import report_console
+
+    console = report_console()
     verbose = any(a in ("-v", "--verbose") for a in argv)
     try:
         return _main(argv, console)
@@ -283,7 +310,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> None:
 
     if args.command in ("run", "demo"):
         path = args.experiment if args.command == "run" else _demo_path()
-        exp = load_experiment(path, args.overrides)
+        exp = load_experiment(path, [*args.overrides, *_tracking_overrides(args)])
         # The demo is meant to be run again and again: it replaces its previous folder.
         overwrite = args.overwrite or (args.command == "demo" and not args.resume)
         if args.check:

@@ -7,6 +7,7 @@ not 1,000 copies of the data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,8 +195,14 @@ def build_federated_data(
     server_val_fraction: float = 0.0,
     test_fraction: float = 0.2,
     max_samples: int | None = None,
+    partitioner: Callable[[np.ndarray, np.ndarray], Partition] | None = None,
 ) -> FederatedData:
     """Load a dataset (or take the given splits) and split it among members.
+
+    ``partitioner(positions, labels)``, when given, makes the partition instead of ``scheme``
+    (a ``flwr-datasets`` partitioner through :mod:`consortium.data.bridges`): it gets the
+    pool's positions in the training split and their labels, and returns a :class:`Partition`
+    of the pool, which is checked to be disjoint and complete.
 
     Order of the splits (all seeded): the global test set (the official test split, else a
     stratified ``test_fraction`` of the data); optional stratified subsampling of the pool to
@@ -246,17 +253,15 @@ def build_federated_data(
         x, y = train.x[keep], train.y[keep]
         groups = None if train.groups is None else train.groups[keep]
     rng = np.random.default_rng(seed)
-    part = partition(
-        y,
-        num_clients,
-        scheme,
-        rng=rng,
-        alpha=alpha,
-        beta=beta,
-        k=k,
-        min_size=min_size,
-        groups=groups,
-    )
+    if partitioner is not None:
+        part = partitioner(keep, y)
+        part.validate(len(y))
+        if part.num_clients != num_clients:
+            raise ValueError(f"the partitioner made {part.num_clients} parts for {num_clients}")
+        scheme = str(getattr(partitioner, "name", "custom"))
+    else:
+        knobs = {"alpha": alpha, "beta": beta, "k": k, "min_size": min_size, "groups": groups}
+        part = partition(y, num_clients, scheme, rng=rng, **knobs)  # type: ignore[arg-type]
     sizes = part.sizes()
     if sizes.min() == 0:
         raise ValueError(

@@ -28,6 +28,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "consortium.data.domains",
     "consortium.data.digit_domains",
     "consortium.data.multitask",
+    "consortium.data.bridges",
 )
 
 
@@ -108,8 +109,9 @@ def dataset_options(cfg: DataConfig) -> Any:
     return validate(spec.options, cfg.options, "data.options")
 
 
-def federate(cfg: DataConfig, dataset: Any, seed: int) -> Any:
-    """Split ``dataset`` (a registered name or loaded splits) as ``cfg`` says."""
+def federate(cfg: DataConfig, dataset: Any, seed: int, partitioner: Any = None) -> Any:
+    """Split ``dataset`` (a registered name or loaded splits) as ``cfg`` says (or as
+    ``partitioner`` says: see :func:`~consortium.data.federated.build_federated_data`)."""
     from consortium.data.federated import build_federated_data
 
     return build_federated_data(
@@ -126,6 +128,7 @@ def federate(cfg: DataConfig, dataset: Any, seed: int) -> Any:
         server_val_fraction=cfg.server_val_fraction,
         test_fraction=cfg.test_fraction,
         max_samples=cfg.max_samples,
+        partitioner=partitioner,
     )
 
 

@@ -35,6 +35,7 @@ _EXPORTS = {
     "ExperimentStopped": "consortium.experiment.runner",
     "check_experiment": "consortium.experiment.runner",
     "run_experiment": "consortium.experiment.runner",
+    "load_model": "consortium.experiment.results",
 }
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         load_experiment,
     )
     from consortium.experiment.execution import execute, make_grid, method_context
+    from consortium.experiment.results import load_model
     from consortium.experiment.runner import (
         ExperimentResult,
         ExperimentStopped,
@@ -94,6 +96,7 @@ __all__ = [
     "experiment_from_dict",
     "get_method",
     "load_experiment",
+    "load_model",
     "make_grid",
     "method_context",
     "prepare_experiment",

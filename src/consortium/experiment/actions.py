@@ -9,12 +9,12 @@ from typing import Any
 from rich.console import Console
 
 from consortium.algorithms.registry import ActionContext, ActionSpec, get_action
-from consortium.config import ConfigError
+from consortium.config import ConfigError, validate
 from consortium.core.rundir import check_run_dir, claim_run_dir, discard_untrained
 from consortium.experiment.checks import check_action, checked_data
 from consortium.experiment.config import Experiment
 from consortium.experiment.execution import execute, method_context
-from consortium.report import family_report
+from consortium.report import family_report, report_console
 from consortium.training import check_device
 
 
@@ -30,12 +30,14 @@ def run_action(
     progress: bool = True,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run action ``name`` on ``run_dir`` with ``config`` (default: the experiment's table)."""
-    console = console or Console()
+    """Run action ``name`` on ``run_dir`` with ``config`` (its options, or a dict of them;
+    default: the experiment's table)."""
+    console = console or report_console()
     spec = get_action(name)
     config = config if config is not None else exp.action(name)
     if config is None:
         raise ConfigError(f"{name}: no [{name}] options given")
+    config = validate(spec.config, config, name)
     run_dir = Path(run_dir)
     dest = Path(out) if out is not None else spec.dest(run_dir, config)
     what = f"{name} results"

@@ -29,6 +29,7 @@ from consortium.core.rundir import check_run_name
 from consortium.data.config import DataConfig
 from consortium.data.registry import dataset_options
 from consortium.plugins import load_plugins
+from consortium.tracking import TrackingConfig
 from consortium.training import LocalTrainConfig
 
 __all__ = [
@@ -130,8 +131,16 @@ class Experiment(BaseModel):
     model: ModelSection = Field(default_factory=ModelSection)
     train: LocalTrainConfig = Field(default_factory=LocalTrainConfig)
     federation: FederationSection = Field(default_factory=FederationSection)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     method_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
     action_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    def __init__(self, **data: Any) -> None:
+        """The typed path: a bad value is a one-line :class:`ConfigError`, as from a file."""
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(one_line(err)) from None
 
     @model_validator(mode="after")
     def _resolve(self) -> Experiment:
@@ -139,6 +148,7 @@ class Experiment(BaseModel):
         if len(set(self.methods)) != len(self.methods):
             raise ValueError("methods: a method is listed twice")
         load_plugins(self.plugins)
+        dataset_options(self.data)  # the dataset exists and its options are valid
         options: dict[str, Any] = {}
         for name in [*self.methods, *(m for m in self.method_options if m not in self.methods)]:
             spec = get_method(name)
@@ -252,7 +262,6 @@ def build_experiment(raw: Mapping[str, Any]) -> Experiment:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(one_line(err)) from None
-    dataset_options(exp.data)  # the dataset exists and its options are valid
     return exp
 
 

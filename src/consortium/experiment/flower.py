@@ -109,8 +109,9 @@ def _build(exp: Any, target: str) -> tuple[Any, Any, Any]:
 
 
 def member_sizes(data: Any) -> dict[int, int | None]:
-    """Samples each member holds (what the server caps reported counts at)."""
-    return {c: held_examples(data.client(c)) for c in range(data.num_clients)}
+    """Samples each member holds (what the server caps reported counts at), where the server
+    can tell (see :func:`_held_by_server`)."""
+    return {c: _held_by_server(data, c) for c in range(data.num_clients)}
 
 
 def secure_settings(exp: Any, method: str) -> SecureAggregation | None:
@@ -143,6 +144,15 @@ def experiment_server_run(settings: AppSettings) -> ServerRun:
         data_sizes=member_sizes(data),
         secure_aggregation=secure_settings(exp, method),
     )
+
+
+def _held_by_server(data: Any, cid: int) -> int | None:
+    """Member ``cid``'s sample count when the server can compute it (a partition of a pool
+    every machine loads); ``None`` when only the member holds its data (``SiteData``)."""
+    try:
+        return held_examples(data.client(cid))
+    except FileNotFoundError:
+        return None
 
 
 def experiment_member(settings: AppSettings) -> Member:

@@ -3,11 +3,13 @@
 Run folder::
 
     RUN_DIR/config.toml, config.json   the resolved configuration (re-runnable as is)
+    RUN_DIR/data.json                  input shape and classes (to rebuild the model)
     RUN_DIR/partition.txt              members' train/test sizes and classes
     RUN_DIR/<method>/                  metrics.jsonl, summary.json, checkpoint.npz, model.npz
     RUN_DIR/summary.{json,md}          one row per method
     RUN_DIR/accuracy.png, client_accuracy.png, and each method family's own report
     RUN_DIR/<action folder>/           post-hoc actions (``unlearn-class3/``, ...)
+    RUN_DIR/tracking.json, tensorboard/, <method>/metrics.csv   when ``[tracking]`` says so
 
 The summary table is printed as soon as the last method finished; the plots are drawn by a
 forked process meanwhile (post-hoc actions run at the same time) and are on disk when
@@ -42,7 +44,9 @@ from consortium.experiment.actions import run_action
 from consortium.experiment.checks import Prepared, prepare_experiment
 from consortium.experiment.config import Experiment
 from consortium.experiment.execution import execute
-from consortium.report import family_report, write_plots, write_report
+from consortium.experiment.results import write_data_info
+from consortium.report import family_report, report_console, write_plots, write_report
+from consortium.tracking import MethodDone, Tracker, open_trackers
 
 
 @dataclass
@@ -67,8 +71,10 @@ def prepare_run_dir(exp: Experiment, out: Path, resume: bool, overwrite: bool) -
         if resume and (out / "config.json").exists():
             saved = json.loads((out / "config.json").read_text())
             current = json.loads(json.dumps(exp.to_toml_dict()))
-            if {k: v for k, v in saved.items() if k != "methods"} != {
-                k: v for k, v in current.items() if k != "methods"
+            # Methods may be added on resume; where the numbers are also sent may change.
+            free = ("methods", "tracking")
+            if {k: v for k, v in saved.items() if k not in free} != {
+                k: v for k, v in current.items() if k not in free
             }:
                 raise ConfigError(
                     f"{out}: --resume with a configuration that differs from the saved one"
@@ -135,14 +141,24 @@ def run_experiment(
     replies, no successful round) does not stop the others; when one did, the report is still
     written and :class:`ExperimentStopped` is raised at the end. A run that fails before any
     method saved a checkpoint, or whose methods all stopped without training anything (no
-    successful round, or a set-up short of replies), leaves no run folder behind.
+    successful round, or a set-up short of replies), leaves no run folder behind. The
+    trackers of ``exp.tracking`` (MLflow, TensorBoard, CSV) get every round and the report.
     """
-    console = console or Console()
+    console = console or report_console()
     run_dir, ready = check_experiment(exp, out, resume=resume, overwrite=overwrite, console=console)
+    trackers = open_trackers(exp.tracking)  # a missing library fails before anything runs
     lock = prepare_run_dir(exp, run_dir, resume, overwrite)
     try:
         with lock:
-            result = _run_methods(exp, ready, run_dir, resume, progress, console, list(callbacks))
+            trackers.start(run_dir, exp.to_toml_dict(), resume)
+            try:
+                result = _run_methods(
+                    exp, ready, run_dir, resume, progress, console, list(callbacks), trackers
+                )
+            except BaseException:
+                trackers.close(failed=True)
+                raise
+            trackers.close(failed=bool(result.stopped))
     except BaseException:
         discard_untrained(lock)
         raise
@@ -166,6 +182,15 @@ class ExperimentStopped(RunStopped):
         self.result = result
 
 
+def report_files(run_dir: Path) -> list[Path]:
+    """The report a run folder holds: its tables, configuration and plots (top level and in
+    each method's and action's folder)."""
+    found = [run_dir / "config.toml"]
+    for pattern in ("*.md", "*.png", "*/*.md", "*/*.png"):
+        found += sorted(run_dir.glob(pattern))
+    return [p for p in found if p.is_file()]
+
+
 def _run_methods(
     exp: Experiment,
     ready: Prepared,
@@ -174,8 +199,10 @@ def _run_methods(
     progress: bool,
     console: Console,
     cbs: list[RoundCallback],
+    trackers: Tracker,
 ) -> ExperimentResult:
     data, ctx = ready.data, ready.context
+    write_data_info(run_dir, data)
     table = data.report_table()
     with writing(run_dir / "partition.txt"), open(run_dir / "partition.txt", "w") as fh:
         Console(file=fh, width=200).print(table)
@@ -185,10 +212,11 @@ def _run_methods(
         console.print(f"{data.num_clients} members; partition table in {run_dir / 'partition.txt'}")
     results: dict[str, RunResult] = {}
     stopped: dict[str, str] = {}
+    cbs = [*cbs, trackers.log_round]
     for name in exp.methods:
         workflow, app = get_method(name).build(ctx, exp.method_options[name])
         method_dir = run_dir / name
-        per_method = [lambda r, m, _n=name: [cb(_n, r, m) for cb in cbs]] if cbs else []
+        per_method = [lambda r, m, _n=name: [cb(_n, r, m) for cb in cbs]]
         try:
             results[name] = execute(
                 exp,
@@ -206,6 +234,9 @@ def _run_methods(
             stopped[name] = str(err)
             console.print(f"[red]{name} stopped:[/red] {escape(str(err))}")
             continue
+        options = exp.method_options[name].model_dump(mode="json")
+        done = results[name]
+        trackers.method_done(MethodDone(name, options, done.rounds, done.summary, method_dir))
         note = trouble(results[name].summary)
         if note:
             console.print(f"[yellow]{name}: {escape(note)}[/yellow]")
@@ -220,6 +251,7 @@ def _run_methods(
     if stopped:
         result.stopped = stopped
         draw()
+        trackers.finish(run_dir, report_files(run_dir))
         return result  # the post-hoc actions need every method's model
     with in_background(draw):
         for name, config in exp.action_options.items():
@@ -233,6 +265,7 @@ def _run_methods(
                 progress=progress,
                 console=console,
             )
+    trackers.finish(run_dir, report_files(run_dir))  # the plots are drawn by now
     console.print(f"run folder: {run_dir}")
     return result
 

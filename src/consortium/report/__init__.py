@@ -20,6 +20,7 @@ from consortium.core.rundir import writing
 from consortium.report.summary import (
     collect,
     method_dirs,
+    report_console,
     summary_markdown,
     summary_table,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "collect",
     "family_report",
     "method_dirs",
+    "report_console",
     "summary_markdown",
     "summary_table",
     "write_plots",

@@ -23,6 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from consortium.report.style import finish, label_points
+
 WIDTH_CURVE = "width_curve.png"
 CONTRIBUTION_VS_REWARD = "contribution_vs_reward.png"
 
@@ -53,20 +55,16 @@ def plot_width_curve(summary: dict[str, Any], out: Path, title: str = "") -> Pat
             zorder=3,
             label="members' rewards (test)",
         )
-        for m in members:
-            ax.annotate(
-                m, (widths[m], rewards[m]), textcoords="offset points", xytext=(3, 3), fontsize=7
-            )
     ax.set_xlabel("width p")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(title or "accuracy vs width")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    ax.set_title(f"Accuracy vs width{' — ' + title if title else ''}")
+    ax.legend(loc="lower right", fontsize=8)
+    if members:
+        label_points(ax, [widths[m] for m in members], [rewards[m] for m in members],
+                     [f"member {m}" for m in members])  # fmt: skip
+    return finish(fig, out)
 
 
 def plot_contribution_vs_reward(summary: dict[str, Any], out: Path, title: str = "") -> Path | None:
@@ -89,21 +87,15 @@ def plot_contribution_vs_reward(summary: dict[str, Any], out: Path, title: str =
             marker="x",
             label="reward on own test view",
         )
-    for m in members:
-        ax.annotate(
-            m, (contributions[m], rewards[m]), textcoords="offset points", xytext=(3, 3), fontsize=7
-        )
     kind = summary.get("contribution_kind", "contribution")
     ax.set_xlabel(f"contribution ({kind})")
     ax.set_ylabel("reward accuracy")
     ax.grid(alpha=0.3)
     rho = _fmt_rho(summary.get("pearson"))
-    ax.set_title(f"{title + ': ' if title else ''}Pearson ρ = {rho}")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    ax.set_title(f"Reward vs contribution{' — ' + title if title else ''} (Pearson ρ = {rho})")
+    ax.legend(loc="lower right", fontsize=8)
+    label_points(ax, xs, [rewards[m] for m in members], [f"member {m}" for m in members])
+    return finish(fig, out)
 
 
 def write_fairness_plots(method_dir: str | Path) -> list[Path]:

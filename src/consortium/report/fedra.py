@@ -16,33 +16,31 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from consortium.core.run import read_jsonl
+from consortium.report.style import finish, method_style, plot_curve, round_axis
 
 #: The methods of the family (the report compares those a run holds).
 FEDRA_METHODS = ("fedra", "all_large", "all_small", "inclusivefl", "depthfl")
 
 
-def _save(fig: Any, out: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+_save = finish
 
 
 def plot_accuracy_rounds(method_dirs: Mapping[str, Path], out: Path) -> Path | None:
     """Mean per-domain accuracy (or overall accuracy) of the released model per round."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    drawn = False
+    drawn = 0
     for label, d in method_dirs.items():
         rows = [r for r in read_jsonl(d / "metrics.jsonl") if r.get("test_accuracy") is not None]
         if not rows:
             continue
         key = "mean_domain_accuracy" if "mean_domain_accuracy" in rows[0] else "test_accuracy"
-        ax.plot([r["round"] for r in rows], [r[key] for r in rows], marker="o", label=label)
-        drawn = True
+        plot_curve(ax, label, [r["round"] for r in rows], [r[key] for r in rows], order=drawn)
+        drawn += 1
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("round")
+    round_axis(ax)
+    ax.set_title(f"Accuracy of the released model per round — {out.parent.name}")
     ax.set_ylabel("mean domain accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
@@ -63,8 +61,11 @@ def plot_domain_accuracy(
     for i, (method, acc) in enumerate(per.items()):
         values = [acc.get(d, np.nan) for d in domains]
         values.append(float(np.nanmean(values)))
-        ax.bar(np.arange(len(names)) + i * width, values, width, label=method)
+        ax.bar(np.arange(len(names)) + i * width, values, width, label=method,
+               color=method_style(method).color)  # fmt: skip
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+    ax.set_title(f"Accuracy per domain — {out.parent.name}")
+    ax.set_xlabel("domain")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
@@ -82,11 +83,13 @@ def plot_member_cost(summaries: Mapping[str, Mapping[str, Any]], out: Path) -> P
     width = 0.8 / len(per)
     for i, (method, cost) in enumerate(per.items()):
         xs = np.arange(len(members)) + i * width
-        top.bar(xs, [cost.get(c, {}).get("peak_vs_full", np.nan) for c in members], width)
-        bottom.bar(
-            xs, [cost.get(c, {}).get("train_time_s", np.nan) for c in members], width, label=method
-        )
+        color = method_style(method).color
+        top.bar(xs, [cost.get(c, {}).get("peak_vs_full", np.nan) for c in members], width,
+                color=color)  # fmt: skip
+        bottom.bar(xs, [cost.get(c, {}).get("train_time_s", np.nan) for c in members], width,
+                   label=method, color=color)  # fmt: skip
     top.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    top.set_title(f"Each member's training cost — {out.parent.name}")
     top.set_ylabel("peak memory / full model")
     bottom.set_ylabel("training time per round (s)")
     bottom.set_xticks(np.arange(len(members)) + 0.4 - width / 2, [f"member {c}" for c in members])

@@ -16,8 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from consortium.core.run import METRICS, MODEL, SUMMARY, read_jsonl
+from consortium.report.style import plot_curve, round_axis
 
 
 def plot_convergence(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
@@ -34,15 +36,16 @@ def plot_convergence(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | Non
         if r.get("omega_step"):
             ax_gap.axvline(r["round"], color="grey", lw=0.5, alpha=0.4)
             ax_obj.axvline(r["round"], color="grey", lw=0.5, alpha=0.4)
-    ax_gap.set_xlabel("round")
+    round_axis(ax_gap)
     ax_gap.set_ylabel("relative duality gap (P - D) / P")
-    ax_gap.set_title("convergence (grey: Ω-steps)")
+    ax_gap.set_title(f"Convergence — {out.parent.name} (grey: Ω-steps)")
     ax_gap.grid(alpha=0.3, which="both")
     ax_obj.plot(rounds, [r["primal"] for r in pts], label="primal P(W)")
     ax_obj.plot(rounds, [r["dual"] for r in pts], label="dual D(α)")
-    ax_obj.set_xlabel("round")
+    round_axis(ax_obj)
     ax_obj.set_ylabel("objective")
-    ax_obj.legend()
+    ax_obj.set_title("primal and dual objectives")
+    ax_obj.legend(loc="upper right")
     ax_obj.grid(alpha=0.3)
     lo = min(r["dual"] for r in pts[len(pts) // 10 :] or pts)
     hi = max(r["primal"] for r in pts[len(pts) // 10 :] or pts)
@@ -57,7 +60,7 @@ def plot_convergence(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | Non
 def plot_bytes(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
     """Bytes sent up and down per round (all members together)."""
     pts = [r for r in rows if r.get("bytes_up", 0) or r.get("bytes_down", 0)]
-    if not pts:
+    if len(pts) < 2:  # one exchange (single-task, a one-shot method): no curve to draw
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(
@@ -69,9 +72,11 @@ def plot_bytes(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
         label="down (server → members)",
         ls="--",
     )
-    ax.set_xlabel("round")
+    round_axis(ax)
     ax.set_ylabel("kB per round")
-    ax.set_ylim(bottom=0)
+    ax.set_title(f"Communication per round — {out.parent.name}")
+    top = max(max(r["bytes_up"], r["bytes_down"]) for r in pts) / 1e3
+    ax.set_ylim(0, 1.15 * top)  # a constant curve would sit on the frame
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -93,7 +98,8 @@ def plot_correlation(learned: np.ndarray, true: np.ndarray | None, out: Path) ->
         ax.set_xlabel("task")
         ax.set_ylabel("task")
     fig.colorbar(image, ax=list(axes[0]), shrink=0.85)
-    fig.savefig(out, dpi=120)
+    fig.suptitle(f"Task correlation — {out.parent.name}")
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -135,11 +141,11 @@ def plot_task_scores(run_dir: str | Path, out: Path) -> Path | None:
     ref = per.get("single_task") or next(iter(per.values()))
     order = sorted(ref, key=lambda c: ref[c])
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, scores in per.items():
-        ax.plot(
-            range(len(order)), [scores.get(c, np.nan) for c in order], marker=".", lw=1, label=name
-        )
+    for i, (name, scores) in enumerate(per.items()):
+        plot_curve(ax, name, range(len(order)), [scores.get(c, np.nan) for c in order], order=i)
     ax.set_xlabel("task (sorted by the single-task score)" if "single_task" in per else "task")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"Test score per task — {run_dir.name}")
     ax.set_ylabel("test RMSE" if key == "client_rmse" else "test accuracy")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -13,8 +13,20 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+#: Console width when output is not a terminal: the widest table (unlearning) fits in full.
+WIDE = 240
+
+
+def report_console(**kwargs: Any) -> Console:
+    """A console for tables: the terminal's width on a terminal, else wide enough that no
+    number is cut (rich squeezes a table to 80 columns when output goes to a file, a pipe or
+    a notebook, and shows ``0.10…`` for ``0.1034``)."""
+    console = Console(**kwargs)
+    return console if console.is_terminal else Console(width=WIDE, **kwargs)
 
 COLUMNS: list[tuple[str, str]] = [
     ("test_accuracy", "test acc"),

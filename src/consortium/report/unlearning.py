@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from rich.table import Table
 
+from consortium.report.style import finish
+
 MARKER = "request.json"
 
 COLUMNS = [
@@ -118,11 +120,18 @@ def plot_unlearning(summaries: dict[str, dict[str, Any]], out: Path) -> Path | N
     )
     for i, (key, label) in enumerate(keys):
         vals = [summaries[m].get(key) for m in methods]
-        ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width, label=label)
+        bars = ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width,
+                      label=label)  # fmt: skip
+        # A value of 0 (the forgotten data no longer recognised) is a bar of no height: say it.
+        ax.bar_label(bars, ["n/a" if v is None else f"{v:.2f}" for v in vals], fontsize=6,
+                     padding=1)  # fmt: skip
     ax.set_xticks(x + width * (len(keys) - 1) / 2)
     ax.set_xticklabels(methods, rotation=25, ha="right")
     ax.set_ylim(0, 1.0)
     ax.set_ylabel("fraction (JS: bits)")
+    ax.grid(alpha=0.3, axis="y")
+    request = out.parent.name.removeprefix("unlearn-")
+    ax.set_title(f"Unlearning {request}: forgotten vs retained accuracy, membership inference")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=8)
     top = max([summaries[m].get("relearn_max") or 0 for m in methods] + [1])
     rounds = []
@@ -147,10 +156,8 @@ def plot_unlearning(summaries: dict[str, dict[str, Any]], out: Path) -> Path | N
     ax_r.set_xticklabels(methods, rotation=25, ha="right")
     ax_r.set_ylabel("relearn rounds")
     ax_r.set_ylim(0, top + 2)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    ax_r.grid(alpha=0.3, axis="y")
+    return finish(fig, out)
 
 
 def is_unlearning_folder(path: str | Path) -> bool:

@@ -39,7 +39,6 @@ from typing import Any
 
 import tomli_w
 
-import consortium
 from consortium.runtime.flower.security import (
     NodeKey,
     TlsFiles,
@@ -204,7 +203,7 @@ class LoopbackFederation:
         for key, value in OFFLINE_ENV.items():
             env.setdefault(key, value)
         # Subprocesses import the same consortium as this process.
-        src = str(Path(consortium.__file__).parents[1])
+        src = str(Path(__file__).resolve().parents[3])  # .../src of consortium/runtime/flower
         env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
         home = home or self.workdir / "cli"
         home.mkdir(parents=True, exist_ok=True)
