@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
-from consortium import privacy
+import consortium.privacy as privacy
 from consortium.config import ConfigError, Options
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -18,6 +18,7 @@ from flwr.common.constant import ErrorCode
 
 from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.core import Message, TooFewReplies, run_workflow
+from consortium.core.run import RunStopped
 from consortium.experiment import experiment_from_dict
 from consortium.experiment.flower import experiment_server_run, write_flower_app
 from consortium.runtime import LocalRuntime
@@ -161,13 +162,14 @@ def test_a_member_inside_the_sum_that_claims_too_many_samples_spoils_the_round(
         FakeGrid(secure_members(views), partitions(4)), 4, seed=0, data_sizes=small,
         secure_aggregation=SecureAggregation(max_weight=100.0),
     )  # fmt: skip
-    result = run_workflow(
-        fedavg(x, y, rounds=1, secure_aggregation=True, evaluate_clients=False),
-        grid,
-        progress=False,
-    )
-    assert result.rounds[-1]["skipped"].startswith("round 1: member 0 is inside the secure sum")
-    assert result.summary["rounds_skipped"] == 1
+    # Its only round dropped, the run stops (no round succeeded) and says why.
+    with pytest.raises(RunStopped, match="round 1: member 0 is inside the secure sum") as err:
+        run_workflow(
+            fedavg(x, y, rounds=1, secure_aggregation=True, evaluate_clients=False),
+            grid,
+            progress=False,
+        )
+    assert err.value.summary["rounds_skipped"] == 1
 
 
 def test_mods_wrap_every_handler(tiny_federation, flower_identity):

@@ -289,7 +289,8 @@ def trouble(summary: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def in_background(task: Callable[[], None]) -> Iterator[None]:
     """Run ``task`` in a forked process while the block runs; wait for it at the end and
-    raise what it raised (the exception itself where it pickles, else a ``RuntimeError``).
+    raise what it raised (an ``OSError`` as itself, naming its file; anything else as a
+    ``RuntimeError`` that names it).
 
     Drawing a report imports matplotlib and renders figures, a second or more that the run's
     result need not wait for, and that the run's own process then never pays at exit. Where
@@ -314,8 +315,10 @@ def in_background(task: Callable[[], None]) -> Iterator[None]:
         reader.close()
     if error is None and child.exitcode != 0:
         error = f"the drawing process ended with exit code {child.exitcode}"
-    if isinstance(error, BaseException):
+    if isinstance(error, OSError):  # a full disk, a read-only folder: its one line, file named
         raise error
+    if isinstance(error, BaseException):
+        error = f"{type(error).__name__}: {error}"
     if error is not None:
         raise RuntimeError(f"drawing the report failed: {error}")
 

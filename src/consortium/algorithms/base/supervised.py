@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from consortium import privacy
+import consortium.privacy as privacy
 from consortium.core.client import ClientApp, ClientContext
 from consortium.core.grid import Grid
 from consortium.core.message import Arrays, Message

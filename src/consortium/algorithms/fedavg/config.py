@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from consortium import privacy
+import consortium.privacy as privacy
 from consortium.algorithms.base.config import AveragingConfig
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from consortium import privacy
+import consortium.privacy as privacy
 from consortium.algorithms.base.workflow import (
     GlobalModelWorkflow,
     broadcast,
