@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from consortium.core.run import METRICS, MODEL, SUMMARY, read_jsonl
-from consortium.report.style import plot_curve, round_axis
+from consortium.report.style import finish, plot_curve, round_axis
 
 
 def plot_convergence(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
@@ -51,10 +51,7 @@ def plot_convergence(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | Non
     hi = max(r["primal"] for r in pts[len(pts) // 10 :] or pts)
     if hi > lo:
         ax_obj.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return finish(fig, out)
 
 
 def plot_bytes(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
@@ -79,10 +76,7 @@ def plot_bytes(rows: Sequence[Mapping[str, Any]], out: Path) -> Path | None:
     ax.set_ylim(0, 1.15 * top)  # a constant curve would sit on the frame
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return finish(fig, out)
 
 
 def plot_correlation(learned: np.ndarray, true: np.ndarray | None, out: Path) -> Path:
@@ -149,10 +143,7 @@ def plot_task_scores(run_dir: str | Path, out: Path) -> Path | None:
     ax.set_ylabel("test RMSE" if key == "client_rmse" else "test accuracy")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return finish(fig, out)
 
 
 # --- the Markdown summary and the whole report --------------------------------------------

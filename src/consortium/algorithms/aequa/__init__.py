@@ -17,8 +17,8 @@ from consortium.algorithms.aequa.config import AequaConfig, AequaTrainingTimeCon
 from consortium.algorithms.aequa.evaluator import WidthEvaluator
 from consortium.algorithms.aequa.training_time import AequaTrainingTime
 from consortium.algorithms.aequa.workflow import Aequa
-from consortium.algorithms.fairness import builder, server_validation_check
-from consortium.algorithms.registry import MethodContext, MethodSpec, register_method
+from consortium.algorithms.fairness import fair_reward_method
+from consortium.algorithms.registry import MethodContext, register_method
 from consortium.config import ConfigError
 from consortium.models.slimmable import require_slimmable
 
@@ -49,23 +49,12 @@ def needs_slimmable(ctx: MethodContext, options: object) -> None:
         raise ConfigError(f"model.name: Aequa needs a slimmable model: {err}") from None
 
 
-register_method(
-    MethodSpec(
-        "aequa",
-        AequaConfig,
-        builder(Aequa, aequa_client_app),
-        "Aequa: slimmable model, width rewards allocated after training",
-        report="fairness",
-        check=server_validation_check("aequa", needs_slimmable),
-    )
-)
-register_method(
-    MethodSpec(
-        "aequa_training_time",
+for _cls, _config, _what in (
+    (Aequa, AequaConfig, "Aequa: slimmable model, width rewards allocated after training"),
+    (
+        AequaTrainingTime,
         AequaTrainingTimeConfig,
-        builder(AequaTrainingTime, aequa_client_app),
         "Aequa with training-time rewards: members train the width they earned",
-        report="fairness",
-        check=server_validation_check("aequa_training_time", needs_slimmable),
-    )
-)
+    ),
+):
+    register_method(fair_reward_method(_cls, _config, aequa_client_app, _what, needs_slimmable))

@@ -11,8 +11,8 @@ from consortium.algorithms.cgsv.rules import (
     update_reputations,
 )
 from consortium.algorithms.cgsv.workflow import CGSV
-from consortium.algorithms.fairness import builder, own_model_client_app, server_validation_check
-from consortium.algorithms.registry import MethodSpec, builds_model, register_method
+from consortium.algorithms.fairness import fair_reward_method, own_model_client_app
+from consortium.algorithms.registry import builds_model, register_method
 
 __all__ = [
     "CGSV",
@@ -24,12 +24,11 @@ __all__ = [
 ]
 
 register_method(
-    MethodSpec(
-        "cgsv",
+    fair_reward_method(
+        CGSV,
         CGSVConfig,
-        builder(CGSV, own_model_client_app),
+        own_model_client_app,
         "CGSV: cosine reputations, masked rewards",
-        report="fairness",
-        check=server_validation_check("cgsv", builds_model),
+        builds_model,
     )
 )

@@ -26,7 +26,7 @@ from consortium.algorithms.fairness.own_model_client import (
     rescale,
 )
 from consortium.algorithms.fairness.rewards import reward_summary, setup_phase, standalone_cache
-from consortium.algorithms.fairness.workflow import FairRewardWorkflow, builder
+from consortium.algorithms.fairness.workflow import FairRewardWorkflow, builder, fair_reward_method
 
 __all__ = [
     "ContributionKind",
@@ -42,6 +42,7 @@ __all__ = [
     "collect_data_sizes",
     "cosine",
     "describe_handler",
+    "fair_reward_method",
     "own_model_client_app",
     "rescale",
     "reward_summary",

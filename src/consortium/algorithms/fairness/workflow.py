@@ -114,3 +114,27 @@ def builder(cls: type[FairRewardWorkflow], client_app: Any):  # type: ignore[no-
         return wf, client_app(ctx.model_fn, ctx.device)
 
     return build
+
+
+def fair_reward_method(
+    cls: type[FairRewardWorkflow],
+    config: type[FairRewardConfig],
+    client_app: Any,
+    description: str,
+    needs: Any,
+) -> Any:
+    """The :class:`~consortium.algorithms.registry.MethodSpec` of a fair-reward method named
+    ``cls.name``: :func:`builder`'s workflow, the family report, and a check that runs
+    ``needs(ctx, options)`` (what else it asks of the experiment) then asks for the server
+    validation split its options may need."""
+    from consortium.algorithms.fairness.config import server_validation_check
+    from consortium.algorithms.registry import MethodSpec
+
+    return MethodSpec(
+        cls.name,
+        config,
+        builder(cls, client_app),
+        description,
+        report="fairness",
+        check=server_validation_check(cls.name, needs),
+    )

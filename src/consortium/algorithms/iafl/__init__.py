@@ -3,21 +3,20 @@ registers the method ``iafl``."""
 
 from __future__ import annotations
 
-from consortium.algorithms.fairness import builder, own_model_client_app, server_validation_check
+from consortium.algorithms.fairness import fair_reward_method, own_model_client_app
 from consortium.algorithms.iafl.config import IAFLConfig
 from consortium.algorithms.iafl.rules import average, reward_proportions, reward_set, reward_size
 from consortium.algorithms.iafl.workflow import IAFL
-from consortium.algorithms.registry import MethodSpec, builds_model, register_method
+from consortium.algorithms.registry import builds_model, register_method
 
 __all__ = ["IAFL", "IAFLConfig", "average", "reward_proportions", "reward_set", "reward_size"]
 
 register_method(
-    MethodSpec(
-        "iafl",
+    fair_reward_method(
+        IAFL,
         IAFLConfig,
-        builder(IAFL, own_model_client_app),
+        own_model_client_app,
         "IAFL: shares of others' updates as rewards",
-        report="fairness",
-        check=server_validation_check("iafl", builds_model),
+        builds_model,
     )
 )
