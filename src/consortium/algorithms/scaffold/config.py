@@ -34,7 +34,7 @@ class SCAFFOLDConfig(AveragingConfig):
         ge=1,
         le=1_000_000,
         description=(
-            "K, the local steps of every member per round (Algorithm 1); unset: epochs × the "
-            "mean member's batches, the same for all members"
+            "K, the local steps of every member per round (Algorithm 1); unset: "
+            "round(epochs × mean member train size / batch_size), the same for all members"
         ),
     )
