@@ -1,20 +1,30 @@
-"""SCAFFOLD: option-II control variates, kept at the members and committed only when the server
-used the reply; the first round (zero controls) is FedAvg's."""
+"""SCAFFOLD: option-I (default) and option-II control variates, kept at the members and committed
+only when the server used the reply; the first round (zero controls) is FedAvg's; the reported
+train_loss is the cross-entropy; a skewed federation with one tiny member stays finite."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 
 from consortium.algorithms.base.supervised import supervised_client_app
 from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
-from consortium.algorithms.scaffold import SCAFFOLD, SCAFFOLDConfig, scaffold_client_app
+from consortium.algorithms.registry import MethodContext, get_method
+from consortium.algorithms.scaffold import (
+    SCAFFOLD,
+    SCAFFOLDConfig,
+    budget_steps,
+    scaffold_client_app,
+)
 from consortium.algorithms.scaffold.client import CONTROL
 from consortium.core import ClientContext, Message, run_workflow
 from consortium.data import build_federated_data
 from consortium.models import build_model
 from consortium.runtime import LocalRuntime
-from consortium.training import LocalTrainConfig
+from consortium.training import LocalTrainConfig, evaluate
 
 SGD = LocalTrainConfig(epochs=1, batch_size=16, lr=0.1, momentum=0.0)
 
@@ -124,3 +134,121 @@ def test_resume_is_bit_identical_and_beats_nothing_less_than_it_trains(data, tmp
     for k in full.final_arrays:
         np.testing.assert_array_equal(full.final_arrays[k], resumed.final_arrays[k])
     assert full.summary["test_accuracy"] == resumed.summary["test_accuracy"] > 0.3
+
+
+def _send(app, data, cid, arrays, control, config, state=None, rnd=1):
+    ctx = ClientContext(cid, data.client(cid), {} if state is None else state, round=rnd, seed=7)
+    msg = Message(
+        "scaffold_train",
+        arrays={**arrays, **{CONTROL + k: v for k, v in control.items()}},
+        config={**config, "accepted_round": -1},
+    )
+    return app.handle(msg, ctx), ctx
+
+
+def _x0(data):
+    torch.manual_seed(0)
+    model = build_model("mlp", data.input_shape, data.num_classes, hidden=[16])
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_train_loss_is_the_cross_entropy_not_the_corrected_surrogate(data):
+    """The linear term <c - c_i, y> steers the gradient but is not a data loss: with a large
+    correction the reported train_loss is still the cross-entropy of the batch it trained on
+    (one step over all samples: the cross-entropy at x)."""
+    mf = model_fn_for(data)
+    x0 = _x0(data)
+    n = len(data.client(0).train_indices)
+    one_step = {
+        **LocalTrainConfig(batch_size=n, lr=0.1, momentum=0.0).as_config(),
+        "local_steps": 1,
+    }
+    big = {k: np.full_like(v, 5.0) for k, v in x0.items()}
+    reply, _ = _send(scaffold_client_app(mf, "cpu"), data, 0, x0, big, one_step)
+    model = mf()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in x0.items()})
+    member = data.client(0)
+    ce = evaluate(model, member.x, member.y, np.asarray(member.train_indices))["loss"]
+    assert reply.metrics["train_loss"] == pytest.approx(ce, rel=1e-5)
+    assert reply.metrics["steps"] == 1
+    # the correction did act: the step differs from plain SGD by lr·(c - c_i) = 0.1 · 5
+    moved = {k: x0[k] - reply.arrays[k] for k in x0}
+    _, plain_ctx = _send(
+        scaffold_client_app(mf, "cpu"),
+        data,
+        0,
+        x0,
+        {k: np.zeros_like(v) for k, v in x0.items()},
+        one_step,
+    )
+    plain = plain_ctx.state["pending"]["c_i"]  # (x - y)/(1·lr) = the plain gradient at x
+    for k in x0:
+        np.testing.assert_allclose(moved[k], 0.1 * (plain[k] + 5.0), rtol=1e-4, atol=1e-5)
+
+
+def test_every_member_takes_the_same_k_steps_whatever_its_size(data):
+    """Algorithm 1's K is one number: a member with six samples and one with hundreds both take
+    exactly K steps (K·η_l no longer grows with a member's data), and option II's c_i+ is the
+    mean of those K steps."""
+    mf = model_fn_for(data)
+    x0 = _x0(data)
+    zeros = {k: np.zeros_like(v) for k, v in x0.items()}
+    tiny = dataclasses.replace(
+        data, client_train=(np.asarray(data.client(0).train_indices)[:6], *data.client_train[1:])
+    )
+    cfg = {**SGD.as_config(), "local_steps": 9}
+    app = scaffold_client_app(mf, "cpu")
+    for fed, cid in ((tiny, 0), (data, 1)):
+        reply, ctx = _send(app, fed, cid, x0, zeros, cfg)
+        assert reply.metrics["steps"] == 9
+        assert reply.metrics["num_examples"] == len(fed.client(cid).train_indices)
+        pending = ctx.state["pending"]["c_i"]
+        for k in x0:
+            np.testing.assert_allclose(
+                pending[k], (x0[k] - reply.arrays[k]) / (9 * SGD.lr), rtol=1e-4, atol=1e-6
+            )
+
+
+def test_the_builder_sets_k_to_the_average_members_share_of_the_fedavg_budget(data):
+    sizes = [len(data.client(c).train_indices) for c in range(data.num_clients)]
+    local = LocalTrainConfig(epochs=2, batch_size=16, lr=0.1, momentum=0.0)
+    ctx = MethodContext(data=data, model_fn=model_fn_for(data), device="cpu")
+    spec = get_method("scaffold")
+    wf, _ = spec.build(ctx, SCAFFOLDConfig(rounds=2, local=local))
+    assert wf.config.local_steps == budget_steps(sizes, 2, 16) == round(2 * np.mean(sizes) / 16)
+    wf, _ = spec.build(ctx, SCAFFOLDConfig(rounds=2, local=local, local_steps=3))
+    assert wf.config.local_steps == 3  # an explicit K is kept
+
+
+def test_a_skewed_federation_with_a_six_sample_member_stays_finite_and_learns():
+    """One member alone holds three classes, one holds six samples, plain SGD at a large step:
+    every round's train_loss is a finite, non-negative cross-entropy and the model learns."""
+    base = build_federated_data("digits", num_clients=4, scheme="iid", seed=0)
+    pool = np.concatenate(base.client_train)
+    y = base.pool_y[pool]
+    rng = np.random.default_rng(0)
+    tiny = rng.choice(pool[y == 3], 6, replace=False)
+    rest = np.setdiff1d(pool[y >= 3], tiny)
+    rng.shuffle(rest)
+    parts = [pool[y < 3], tiny, *np.array_split(rest, 3)]
+    fed = dataclasses.replace(
+        base,
+        client_train=tuple(parts),
+        client_test=tuple(np.array([], dtype=np.int64) for _ in parts),
+    )
+    mf = lambda: build_model("cnn", fed.input_shape, fed.num_classes)  # noqa: E731
+    local = LocalTrainConfig(epochs=2, batch_size=8, lr=0.2, momentum=0.0)
+    ctx = MethodContext(data=fed, model_fn=mf, device="cpu")
+    cfg = SCAFFOLDConfig(rounds=8, local=local, eval_every=1, evaluate_clients=False)
+    wf, app = get_method("scaffold").build(ctx, cfg)
+    rows: list[dict] = []
+    run_workflow(
+        wf,
+        LocalRuntime(app, fed.client, len(parts), seed=0),
+        progress=False,
+        callbacks=[lambda rnd, m: rows.append(m)],
+    )
+    losses = [r["train_loss"] for r in rows]
+    assert len(losses) == 8 and all(np.isfinite(v) and v >= 0 for v in losses)
+    assert all(np.isfinite(r["control_norm"]) for r in rows)
+    assert rows[-1]["test_accuracy"] > 0.7 > rows[0]["test_accuracy"]

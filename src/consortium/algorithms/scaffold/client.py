@@ -3,7 +3,16 @@
 A member keeps its control variate ``c_i`` in its own state (``ctx.state``); it never leaves the
 member except as the change ``Δc_i`` the server needs for ``c``. The correction enters the
 local objective as the linear term ``<c - c_i, y>``, whose gradient is exactly ``c - c_i``, so
-the shared training loop (``consortium.training``) runs unchanged.
+the shared training loop (``consortium.training``) runs unchanged. The term is added with its
+value cancelled (``t - t.detach()``), so the loss the loop reports (``train_loss``) is the plain
+cross-entropy, not the surrogate, whose linear part is unbounded below.
+
+The correction applies to the trainable parameters only; a float buffer (a normalisation
+layer's running statistics) is not descended on, so its control stays zero.
+
+A member takes the K steps the message asks for (``local_steps``, the same K for every member,
+as in Algorithm 1; 0: ``epochs`` passes over its data) and sets option II's
+``c_i+ = c_i - c + (x - y_i)/(K·η_l)`` with K the steps it actually took.
 
 A new ``c_i`` is *pending* until the server confirms it used the reply: the next training
 message carries the round the server last accepted from this member, and only then is the
@@ -28,7 +37,13 @@ from consortium.algorithms.base.supervised import (
 from consortium.core.client import ClientApp, ClientContext
 from consortium.core.message import Arrays, Message
 from consortium.models.weights import get_arrays
-from consortium.training import LocalTrainConfig, cross_entropy
+from consortium.training import (
+    LocalTrainConfig,
+    LossFn,
+    batch_order,
+    cross_entropy,
+    train_batches,
+)
 
 #: Prefix of the control-variate arrays in messages (the model's names follow it).
 CONTROL = "control/"
@@ -41,17 +56,51 @@ def split(arrays: Mapping[str, np.ndarray]) -> tuple[Arrays, Arrays]:
     return model, control
 
 
+def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters local steps move (the only ones a control variate corrects)."""
+    return {k: p for k, p in model.named_parameters() if p.requires_grad}
+
+
 def corrected_loss(model: nn.Module, correction: Mapping[str, torch.Tensor]):  # type: ignore[no-untyped-def]
-    """Cross-entropy plus ``<c - c_i, y>``: its gradient is the corrected gradient."""
-    params = dict(model.named_parameters())
+    """Cross-entropy whose gradient carries ``+ (c - c_i)``: the linear term ``<c - c_i, y>``
+    is added as ``t - t.detach()``, so the value (and the reported ``train_loss``) is the
+    cross-entropy alone while the gradient is the corrected one."""
+    params = trainable(model)
+    pairs = [(params[k], d) for k, d in correction.items() if k in params]
 
     def loss_fn(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         loss = cross_entropy(m, xb, yb)
-        for name, delta in correction.items():
-            loss = loss + (params[name] * delta).sum()
+        if pairs:
+            linear = torch.stack([(p * d).sum() for p, d in pairs]).sum()
+            loss = loss + (linear - linear.detach())
         return loss
 
     return loss_fn
+
+
+def local_steps(
+    model: nn.Module,
+    ctx: ClientContext,
+    cfg: LocalTrainConfig,
+    steps: int,
+    device: torch.device,
+    loss_fn: LossFn,
+) -> dict[str, float]:
+    """``steps`` optimiser steps on the member's samples (reshuffled passes, the last one cut
+    short; the batch order of :func:`~consortium.training.train_local` with the member's seed),
+    or ``cfg.epochs`` whole passes when ``steps`` is 0. Metrics as ``train_local``'s."""
+    if steps <= 0:
+        return train_member(model, ctx, cfg, device=device, loss_fn=loss_fn)
+    data = ctx.data
+    indices = np.asarray(data.train_indices)
+    if len(indices) == 0:
+        return {"train_loss": 0.0, "num_examples": 0.0, "steps": 0}
+    passes = -(-steps // -(-len(indices) // cfg.batch_size))
+    batches = batch_order(indices, cfg.batch_size, ctx.seed, passes)[:steps]
+    torch.manual_seed(ctx.seed)
+    metrics = train_batches(model, data.x, data.y, batches, cfg, device=device, loss_fn=loss_fn)
+    metrics["num_examples"] = float(len(indices))
+    return metrics
 
 
 def add_scaffold_handler(app: ClientApp, model_fn: ModelFn, device: str = "auto") -> ClientApp:
@@ -68,17 +117,20 @@ def add_scaffold_handler(app: ClientApp, model_fn: ModelFn, device: str = "auto"
         c_i: Arrays = ctx.state.get("c_i") or {k: np.zeros_like(v) for k, v in c.items()}
         model = scratch.load(weights)
         dev = scratch.device
-        correction = {k: torch.from_numpy(c[k] - c_i[k]).to(dev) for k in c}
+        params = trainable(model)
+        correction = {k: torch.from_numpy(c[k] - c_i[k]).to(dev) for k in c if k in params}
         cfg = LocalTrainConfig.from_config(msg.config)
         loss_fn = corrected_loss(model, correction)
-        metrics = train_member(model, ctx, cfg, device=dev, loss_fn=loss_fn)
+        metrics = local_steps(model, ctx, cfg, int(msg.config.get("local_steps", 0)), dev, loss_fn)
         trained = get_arrays(model)
-        steps = max(int(metrics.get("steps", 0)), 1)
-        # Option II: c_i+ = c_i - c + (x - y_i) / (K·η_l).
-        scale = 1.0 / (steps * cfg.lr)
-        new_c_i = {
-            k: (c_i[k] - c[k] + (weights[k] - trained[k]) * scale).astype(c[k].dtype) for k in c
-        }
+        new_c_i: Arrays = {}
+        for k in c:
+            if k not in params:  # not descended on: no drift to correct
+                new_c_i[k] = np.zeros_like(c[k])
+            else:  # option II: c_i+ = c_i - c + (x - y_i) / (K·η_l), K the steps taken
+                scale = 1.0 / (max(int(metrics.get("steps", 0)), 1) * cfg.lr)
+                step = (weights[k] - trained[k]) * scale
+                new_c_i[k] = (c_i[k] - c[k] + step).astype(c[k].dtype)
         ctx.state["pending"] = {"round": ctx.round, "c_i": new_c_i}
         if "c_i" not in ctx.state:
             ctx.state["c_i"] = c_i

@@ -7,9 +7,11 @@ Each round, on the round skeleton of :class:`~consortium.algorithms.base.workflo
 FederatedWorkflow` (only the hooks below are SCAFFOLD's):
 
 1. sampled members receive the model ``x`` and the server control variate ``c``;
-2. each takes K local steps on ``g(y) - c_i + c`` and sends its new model ``y_i`` and
-   ``Δc_i = c_i+ - c_i`` with ``c_i+ = c_i - c + (x - y_i)/(K·η_l)`` (``c_i`` stays home);
-3. the server steps ``x ← x + η_g · mean(y_i - x)`` and ``c ← c + (1/N) Σ Δc_i``.
+2. each takes K local steps on ``g(y) - c_i + c`` (K = ``local_steps``, the same for every
+   member) and sends its new model ``y_i`` and ``Δc_i = c_i+ - c_i`` with
+   ``c_i+ = c_i - c + (x - y_i)/(K·η_l)`` (``c_i`` stays home);
+3. the server steps ``x ← x + η_g · mean(y_i - x)`` and ``c ← c + (|S|/N) · mean(Δc_i)``
+   ``= c + (1/N) Σ Δc_i``, which keeps ``c`` the mean of all N members' ``c_i``.
 
 The server's state is ``x``, ``c`` and, per member, the last round whose reply it used (sent
 back so members commit their ``c_i`` only when the server did; see :mod:`.client`).
@@ -61,7 +63,11 @@ class SCAFFOLD(GlobalModelWorkflow[SCAFFOLDConfig]):
             c: Message(
                 "scaffold_train",
                 arrays=arrays,
-                config={**local, "accepted_round": self.accepted.get(c, -1)},
+                config={
+                    **local,
+                    "local_steps": self.config.local_steps or 0,
+                    "accepted_round": self.accepted.get(c, -1),
+                },
             )
             for c in sampled
         }
