@@ -332,15 +332,9 @@ def _dispatch(args: argparse.Namespace, console: Console) -> None:
         exp = load_experiment(args.run_dir / "config.toml", [*flags, *args.overrides])
         if exp.action(args.command) is None:
             raise ConfigError(f"{args.command}: {spec.hint}")
+        given = {k: getattr(args, k) for k in ("out", "resume", "overwrite")}
         run_action(
-            exp,
-            args.command,
-            args.run_dir,
-            out=args.out,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            console=console,
+            exp, args.command, args.run_dir, progress=not args.no_progress, console=console, **given
         )
     elif args.command == "report":
         _report(console, args.run_dir)

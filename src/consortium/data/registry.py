@@ -109,26 +109,29 @@ def dataset_options(cfg: DataConfig) -> Any:
     return validate(spec.options, cfg.options, "data.options")
 
 
+#: ``[data]`` fields handed to :func:`~consortium.data.federated.build_federated_data` as they are.
+SPLIT_FIELDS = {
+    "num_clients",
+    "alpha",
+    "beta",
+    "k",
+    "min_size",
+    "client_test_fraction",
+    "server_val_fraction",
+    "test_fraction",
+    "max_samples",
+}
+
+
 def federate(cfg: DataConfig, dataset: Any, seed: int, partitioner: Any = None) -> Any:
     """Split ``dataset`` (a registered name or loaded splits) as ``cfg`` says (or as
     ``partitioner`` says: see :func:`~consortium.data.federated.build_federated_data`)."""
     from consortium.data.federated import build_federated_data
 
+    path = cfg.path if isinstance(dataset, str) else None
+    split = cfg.model_dump(include=SPLIT_FIELDS)  # named alike in the table and the function
     return build_federated_data(
-        dataset,
-        num_clients=cfg.num_clients,
-        scheme=cfg.partition,
-        seed=seed,
-        path=cfg.path if isinstance(dataset, str) else None,
-        alpha=cfg.alpha,
-        beta=cfg.beta,
-        k=cfg.k,
-        min_size=cfg.min_size,
-        client_test_fraction=cfg.client_test_fraction,
-        server_val_fraction=cfg.server_val_fraction,
-        test_fraction=cfg.test_fraction,
-        max_samples=cfg.max_samples,
-        partitioner=partitioner,
+        dataset, scheme=cfg.partition, seed=seed, path=path, partitioner=partitioner, **split
     )
 
 

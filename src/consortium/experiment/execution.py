@@ -51,17 +51,16 @@ def make_grid(exp: Experiment, app: ClientApp, data: Any) -> Grid:
     from consortium.runtime import LocalRuntime
 
     fed = exp.federation
+    limits = fed.model_dump(include={"failure_rate", "min_replies", "member_timeout"})
     return LocalRuntime(
         app,
         data.client,
         data.num_clients,
         seed=exp.seed,
-        failure_rate=fed.failure_rate,
-        min_replies=fed.min_replies,
         max_reply_bytes=fed.max_reply_bytes,
-        member_timeout=fed.member_timeout,
         workers=member_workers(exp, data.num_clients),
         torch_threads=fed.torch_threads,
+        **limits,
     )
 
 

@@ -67,16 +67,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "consortium flower") -> 
 
     try:
         exp = load_experiment(args.experiment, args.overrides)
-        path = write_flower_app(
-            exp,
-            args.out,
-            method=args.method,
-            run_dir=args.run_dir,
-            reply_timeout=args.reply_timeout,
-            connect_timeout=args.connect_timeout,
-            data_path=args.data_path,
-            roster=args.roster,
-        )
+        options = ("method", "run_dir", "reply_timeout", "connect_timeout", "data_path", "roster")
+        path = write_flower_app(exp, args.out, **{k: getattr(args, k) for k in options})
     except (ConfigError, ValueError, OSError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

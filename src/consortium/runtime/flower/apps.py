@@ -111,6 +111,21 @@ class ServerRun:
     #: SecAgg+ for the workflow's ``send_mean`` (members need ``secure_aggregation`` too).
     secure_aggregation: SecureAggregation | None = None
 
+    #: The fields that configure the :class:`FlowerGrid` (the rest configure the run).
+    GRID_FIELDS = (
+        "seed",
+        "min_replies",
+        "max_reply_bytes",
+        "reply_timeout",
+        "connect_timeout",
+        "data_sizes",
+        "secure_aggregation",
+    )
+
+    def grid_options(self) -> dict[str, Any]:
+        """:class:`FlowerGrid`'s keyword arguments, as this run sets them."""
+        return {name: getattr(self, name) for name in self.GRID_FIELDS}
+
 
 ServerRunFactory = Callable[[AppSettings], ServerRun]
 
@@ -136,18 +151,7 @@ def flower_server_app(
         roster = run.roster
         if roster is None and str(settings.run_config.get("roster") or ""):
             roster = read_roster(str(settings.run_config["roster"]))
-        consortium_grid = FlowerGrid(
-            grid,
-            run.num_clients,
-            seed=run.seed,
-            min_replies=run.min_replies,
-            max_reply_bytes=run.max_reply_bytes,
-            reply_timeout=run.reply_timeout,
-            connect_timeout=run.connect_timeout,
-            roster=roster,
-            data_sizes=run.data_sizes,
-            secure_aggregation=run.secure_aggregation,
-        )
+        consortium_grid = FlowerGrid(grid, run.num_clients, roster=roster, **run.grid_options())
         consortium_grid.connect()
         try:
             result = run_workflow(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from consortium.core.run import RunResult, RunStopped
@@ -27,7 +26,6 @@ from consortium.runtime.flower.apps import (
     flower_client_app,
     flower_server_app,
 )
-from consortium.runtime.flower.secagg import SecureAggregation
 
 log = logging.getLogger("consortium.runtime.flower")
 
@@ -54,18 +52,10 @@ def run_on_flower_simulation(
     member_factory: MemberFactory,
     num_clients: int,
     *,
-    seed: int = 0,
-    min_replies: int = 1,
-    max_reply_bytes: int | None = None,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
     progress: bool = True,
-    description: str | None = None,
-    reply_timeout: float | None = None,
     backend_config: Mapping[str, Any] | None = None,
     run_config: Mapping[str, Any] | None = None,
-    secure_aggregation: SecureAggregation | None = None,
-    data_sizes: Mapping[int, int | None] | None = None,
+    **server: Any,
 ) -> RunResult:
     """Run ``workflow`` with ``num_clients`` virtual members on Flower's simulation engine.
 
@@ -79,59 +69,45 @@ def run_on_flower_simulation(
         ``num-partitions``; ``settings.run_config`` is ``run_config``).
     num_clients
         Members, i.e. virtual SuperNodes.
-    seed, min_replies, max_reply_bytes
-        As for every grid; the same seed gives the same sampling and member randomness as
-        the in-process runtime.
-    run_dir, resume, progress, description
-        As for :func:`~consortium.core.run.run_workflow`. Member state lives in Flower's
-        per-run node contexts, so a resumed run starts its members with empty state.
-    reply_timeout
-        Seconds to wait for one exchange's replies (``None``: until all arrived).
+    progress
+        As for :func:`~consortium.core.run.run_workflow` (default: a progress bar).
     backend_config
         Flower's Ray ``backend_config`` (see :func:`simulation_backend_config`; default:
         one CPU per member, all cores).
     run_config
         Handed to ``member_factory`` as ``settings.run_config``.
-    secure_aggregation
-        Run the workflow's ``send_mean`` with SecAgg+ (members get Flower's
-        ``secaggplus_mod``; see :mod:`~consortium.runtime.flower.secagg`).
-    data_sizes
-        Member id -> samples it holds, when known: the cap of reported sample counts (and
-        SecAgg+'s ``max_weight``).
+    server
+        The other fields of :class:`~consortium.runtime.flower.apps.ServerRun`, as in a
+        deployment: ``seed``, ``min_replies``, ``max_reply_bytes`` (as for every grid; the
+        same seed gives the same sampling and member randomness as the in-process runtime),
+        ``reply_timeout`` (seconds to wait for one exchange's replies; ``None``: until all
+        arrived), ``run_dir``, ``resume``, ``description`` (as for ``run_workflow``; member
+        state lives in Flower's per-run node contexts, so a resumed run starts its members
+        with empty state), ``secure_aggregation`` (SecAgg+ for the workflow's ``send_mean``;
+        members get Flower's ``secaggplus_mod``), ``data_sizes`` (member id -> samples it
+        holds: the cap of reported sample counts and SecAgg+'s ``max_weight``).
     """
     results: list[RunResult] = []
     config = dict(run_config or {})
+    server.setdefault("connect_timeout", max(300.0, 0.1 * num_clients))
+    run = ServerRun(workflow=workflow, num_clients=num_clients, progress=progress, **server)
 
     def build(_: AppSettings) -> ServerRun:
-        return ServerRun(
-            workflow=workflow,
-            num_clients=num_clients,
-            seed=seed,
-            min_replies=min_replies,
-            max_reply_bytes=max_reply_bytes,
-            reply_timeout=reply_timeout,
-            connect_timeout=max(300.0, 0.1 * num_clients),
-            run_dir=run_dir,
-            resume=resume,
-            progress=progress,
-            description=description,
-            secure_aggregation=secure_aggregation,
-            data_sizes=data_sizes,
-        )
+        return run
 
     # Imported here: Flower's simulation engine (Ray) costs a second to import, and every
     # deployed member process imports this package.
     from flwr.simulation import run_simulation
 
     stops: list[RunStopped] = []
-    server = flower_server_app(build, on_result=results.append, on_stop=stops.append)
+    server_app = flower_server_app(build, on_result=results.append, on_stop=stops.append)
     client = flower_client_app(
         _WithRunConfig(member_factory, config) if config else member_factory,
-        secure_aggregation=secure_aggregation is not None,
+        secure_aggregation=run.secure_aggregation is not None,
     )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     run_simulation(
-        server_app=server,
+        server_app=server_app,
         client_app=client,
         num_supernodes=num_clients,
         backend_config=dict(backend_config or simulation_backend_config()),
