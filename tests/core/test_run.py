@@ -396,3 +396,22 @@ def test_unknown_checkpoint_version_is_refused(tmp_path, monkeypatch):
         load_checkpoint(tmp_path)
     assert str(err.value) == f"{tmp_path / CHECKPOINT}: checkpoint version 0 is not supported"
     assert load_checkpoint(tmp_path / "nothing") is None
+
+
+def test_a_legacy_or_incomplete_checkpoint_is_a_one_line_error(tmp_path):
+    legacy = tmp_path / "checkpoint.pkl"
+    legacy.write_bytes(b"never unpickled")
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(tmp_path)
+    assert str(err.value) == (
+        f"{legacy}: a pickled checkpoint of an older version; it is not loaded because "
+        "unpickling can run code: start the run again with --overwrite"
+    )
+    full = {"workflow_name": "w", "next_round": 1, "workflow": {}, "grid": {}}
+    for key in full:
+        save_checkpoint(tmp_path / CHECKPOINT, {k: v for k, v in full.items() if k != key})
+        with pytest.raises(ValueError) as err:
+            load_checkpoint(tmp_path)
+        assert str(err.value) == f"{tmp_path / CHECKPOINT}: checkpoint has no {key!r}"
+    save_checkpoint(tmp_path / CHECKPOINT, full)
+    assert load_checkpoint(tmp_path) == full
