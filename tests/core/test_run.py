@@ -1,3 +1,4 @@
+import errno
 import json
 import logging
 import re
@@ -11,7 +12,8 @@ from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.core import Grid, Message, Workflow, load_checkpoint, read_jsonl, run_workflow
 from consortium.core import checkpoint as checkpoint_format
 from consortium.core.checkpoint import save_checkpoint
-from consortium.core.run import CHECKPOINT
+from consortium.core.grid import TooFewReplies
+from consortium.core.run import CHECKPOINT, STOPPED, RunStopped
 from consortium.models import build_model
 from consortium.runtime import LocalRuntime
 from consortium.training import LocalTrainConfig
@@ -415,3 +417,80 @@ def test_a_legacy_or_incomplete_checkpoint_is_a_one_line_error(tmp_path):
         assert str(err.value) == f"{tmp_path / CHECKPOINT}: checkpoint has no {key!r}"
     save_checkpoint(tmp_path / CHECKPOINT, full)
     assert load_checkpoint(tmp_path) == full
+
+
+def test_failure_hint_names_the_most_common_reason_failed_or_rejected():
+    from consortium.core.run import _failure_hint
+
+    lines = [
+        {"failures": {"0": "down", "1": "down"}, "rejected": {"2": "zz bad"}},
+        {"failures": {"0": "down"}, "rejected": {}},
+        {},  # a line that says nothing about members
+    ]
+    assert _failure_hint(lines) == "; the most common member failure (3x): down"
+    rejected = [{"failures": {}, "rejected": {"1": "nan", "2": "nan", "3": "big"}}]
+    assert _failure_hint(rejected) == "; the most common member failure (2x): nan"
+    assert _failure_hint([{}, {"failures": {}, "rejected": {}}]) == ""
+    assert _failure_hint([]) == ""
+
+
+class ShortHanded(Scripted):
+    """Its rounds find too few members by its own count (no member failed)."""
+
+    def run_round(self, grid, rnd):
+        raise TooFewReplies(f"round {rnd}: too few members by the workflow's count")
+
+
+def test_a_stop_without_member_failures_has_no_hint_and_keeps_its_times(tmp_path):
+    with pytest.raises(RunStopped) as info:
+        quiet(ShortHanded(num_rounds=2, slow=0.05), run_dir=tmp_path)
+    msg = "no round succeeded: all 2 were skipped (last: round 2: too few members by the "
+    assert str(info.value) == msg + "workflow's count)"
+    summary = json.loads((tmp_path / STOPPED).read_text())
+    assert summary == info.value.summary
+    assert summary["status"] == "stopped" and summary["stop_reason"] == str(info.value)
+    # the set-up burnt 0.2 s of wall and CPU time: the stopped summary counts it
+    assert isinstance(summary["wall_time_s"], float) and summary["wall_time_s"] >= 0.2
+    assert isinstance(summary["cpu_time_s"], float) and summary["cpu_time_s"] >= 0.2
+    assert not (tmp_path / "summary.json").exists()
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
+    from consortium.core import run as run_module
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module.os, "replace", _no_space)
+        with pytest.raises(OSError) as err:
+            run_module.write_json(tmp_path / "x.json", {"a": 1})
+        assert err.value.filename == str(tmp_path / "x.json") and err.value.errno == errno.ENOSPC
+        with pytest.raises(OSError) as err:
+            run_module._rewrite_jsonl(tmp_path / "m.jsonl", [{"a": 1}])
+        assert err.value.filename == str(tmp_path / "m.jsonl")
+
+    class Full:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        write = _no_space
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "open", Full, raising=False)
+        with pytest.raises(OSError) as err:
+            quiet(Scripted(), run_dir=tmp_path / "lines")
+        assert err.value.filename == str(tmp_path / "lines" / "metrics.jsonl")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module.np, "savez", _no_space)
+        with pytest.raises(OSError) as err:
+            quiet(Scripted(), run_dir=tmp_path / "model")
+        assert err.value.filename == str(tmp_path / "model" / "model.npz")
