@@ -494,3 +494,35 @@ def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
         with pytest.raises(OSError) as err:
             quiet(Scripted(), run_dir=tmp_path / "model")
         assert err.value.filename == str(tmp_path / "model" / "model.npz")
+
+
+def test_each_short_try_is_logged_with_its_number(caplog):
+    grid = EchoGrid(2, dead_round=0)
+    with caplog.at_level(logging.WARNING, logger="consortium.run"), pytest.raises(RunStopped):
+        quiet(Scripted(setup_sends=True), grid, retries=2)
+    reason = "round 0: 0 valid replies of 1, fewer than min_replies=1"
+    logged = [r.getMessage() for r in caplog.records if r.name == "consortium.run"]
+    assert logged == [f"{reason} (try {k} of 3)" for k in (1, 2, 3)]
+
+
+class NoSetUp(Scripted):
+    """Its set-up finds too few members by its own count, before sending anything."""
+
+    def setup(self, grid):
+        raise TooFewReplies("round 0: nobody to ask")
+
+
+def test_a_set_up_that_stops_before_sending_shows_an_empty_bar(capsys):
+    with pytest.raises(RunStopped, match=r"^set-up: round 0: nobody to ask \(3 tries\); nothing"):
+        run_workflow(NoSetUp(), EchoGrid())
+    # nothing was sent, so the live column still holds its empty start
+    assert re.fullmatch(r"scripted [━ ]+ 0/3 \d:\d\d:\d\d\s*", capsys.readouterr().out)
+
+
+def test_a_failed_checkpoint_names_its_file(tmp_path, monkeypatch):
+    from consortium.core import run as run_module
+
+    monkeypatch.setattr(run_module, "save_checkpoint", _no_space)
+    with pytest.raises(OSError) as err:
+        quiet(Scripted(), run_dir=tmp_path)
+    assert err.value.filename == str(tmp_path / CHECKPOINT)
