@@ -496,10 +496,12 @@ def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
         assert err.value.filename == str(tmp_path / "model" / "model.npz")
 
 
-def test_each_short_try_is_logged_with_its_number(caplog):
+def test_each_short_try_is_logged_with_its_number(caplog, tmp_path):
     grid = EchoGrid(2, dead_round=0)
     with caplog.at_level(logging.WARNING, logger="consortium.run"), pytest.raises(RunStopped):
-        quiet(Scripted(setup_sends=True), grid, retries=2)
+        quiet(Scripted(setup_sends=True), grid, retries=2, run_dir=tmp_path)
+    (line,) = read_jsonl(tmp_path / "metrics.jsonl")
+    assert (line["round"], line["phase"]) == (0, "setup") and "stopped" in line
     reason = "round 0: 0 valid replies of 1, fewer than min_replies=1"
     logged = [r.getMessage() for r in caplog.records if r.name == "consortium.run"]
     assert logged == [f"{reason} (try {k} of 3)" for k in (1, 2, 3)]
@@ -526,3 +528,70 @@ def test_a_failed_checkpoint_names_its_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as err:
         quiet(Scripted(), run_dir=tmp_path)
     assert err.value.filename == str(tmp_path / CHECKPOINT)
+
+
+class Telling(EchoGrid):
+    """Member 0 is down and member 2 answers garbage; every exchange tells progress that one
+    member answered of five asked (more than were sent: the count must still add up)."""
+
+    def _exchange(self, messages):
+        if self.progress is not None:
+            self.progress(1, 5)
+        replies, failures = super()._exchange(messages)
+        if 2 in replies:
+            replies[2] = "garbage"
+        return replies, failures
+
+
+class Chatty(Scripted):
+    def setup(self, grid):
+        for _ in range(2):
+            grid.send({c: Message("hello") for c in grid.client_ids})
+        return {}
+
+
+def test_the_live_column_counts_who_answered_in_each_phase(monkeypatch):
+    from rich.progress import Progress
+
+    from consortium.core import run as run_module
+
+    lives = []
+
+    class Recording(Progress):
+        def add_task(self, *args, **fields):
+            lives.append(("add", fields.get("live")))
+            return super().add_task(*args, **fields)
+
+        def update(self, task, **fields):
+            if "live" in fields:
+                lives.append(fields["live"])
+            super().update(task, **fields)
+
+    monkeypatch.setattr(run_module, "Progress", Recording)
+    grid = Telling(3, down={0}, dead_round=2)
+    wf = Chatty(num_rounds=3, metrics={"test_accuracy": 0.25}, finish_sends=True)
+    quiet(wf, grid)
+    dim = "[dim]{}[/dim]".format
+    acc = "test_accuracy=0.25"
+    skipped = f"{acc} [yellow]skipped 1[/yellow]"
+    assert lives == [
+        ("add", ""),
+        # set-up, first exchange: nobody answered yet; then all 3 are in
+        dim("set-up: 1/5 members answered"),
+        dim("set-up: 3/3 members answered"),
+        # second exchange: 3 answered (1 reply, 1 failure, 1 rejected) of the 6 sent
+        dim("set-up: 4/8 members answered"),
+        dim("set-up: 6/6 members answered"),
+        dim("round 1: 1/5 members answered"),
+        dim("round 1: 3/3 members answered"),
+        acc,
+        f"{acc} " + dim("round 2: 1/5 members answered"),
+        f"{acc} " + dim("round 2: 3/3 members answered"),
+        " [yellow]skipped 1[/yellow]",  # a skipped round has no metrics to show
+        "[yellow]skipped 1[/yellow] " + dim("round 3: 1/5 members answered"),
+        "[yellow]skipped 1[/yellow] " + dim("round 3: 3/3 members answered"),
+        skipped,
+        f"{skipped} " + dim("final phase: 1/5 members answered"),
+        f"{skipped} " + dim("final phase: 1/1 members answered"),
+        skipped,
+    ]
