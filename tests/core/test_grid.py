@@ -430,3 +430,12 @@ def test_cpu_time_settings_and_close():
     with pytest.raises(KeyError), Closing(1) as h:
         h.send({5: train()})
     assert h.closed == 1  # closed on the way out of an error too
+
+
+def test_a_reply_whose_size_cannot_be_measured_counts_zero_bytes():
+    unmeasurable = Message("train", arrays={"w": [1.0, 2.0]})  # a list has no nbytes
+    grid = ScriptedGrid(3, answers={0: {"not": "a message"}, 1: unmeasurable})
+    replies = grid.send({c: train() for c in range(3)})
+    assert list(replies) == [2]
+    assert grid.record.bytes_up[0] == 0 and grid.record.bytes_up[1] == 0
+    assert grid.record.rejected[1] == "array 'w' is a list, not a numpy array"

@@ -368,3 +368,20 @@ def test_only_the_all_nan_warning_of_a_reduction_is_silenced():
     with pytest.warns(UserWarning, match="a reduction that warns"):
         out = _per_entry(ups, ref, loud)
     np.testing.assert_array_equal(out["w"], [2.0, 0.0])
+
+
+def test_krum_returns_the_chosen_update_and_multi_krum_keeps_live_minus_byzantine():
+    ref = {"w": np.zeros(1)}
+    values = [0.0, 0.1, 0.3, 5.0, 9.0]
+    ups = [Update({"w": np.array([v])}) for v in values]
+    chosen = krum_select(ups, ref, 0)
+    assert robust_mean(ups, ref, "krum")["w"][0] == values[chosen[0]]  # one update, not two
+    # multi_krum keeps n - byzantine by default, and byzantine defaults to 0: all of them
+    assert robust_mean(ups, ref, "multi_krum")["w"][0] == pytest.approx(np.mean(values))
+    # members with zero weight do not count among the n
+    idle = Update({"w": np.array([1e6])}, 0.0)
+    near = [Update({"w": np.array([v])}) for v in (0.0, 0.1, 10.0)] + [idle]
+    assert robust_mean(near, ref, "multi_krum", byzantine=1)["w"][0] == pytest.approx(0.05)
+    # at least one is kept however many may be byzantine
+    assert robust_mean(near, ref, "multi_krum", byzantine=2)["w"][0] == 0.0  # tie: the first
+    assert robust_mean(near, ref, "multi_krum", byzantine=5)["w"][0] == 0.0
