@@ -439,3 +439,11 @@ def test_a_reply_whose_size_cannot_be_measured_counts_zero_bytes():
     assert list(replies) == [2]
     assert grid.record.bytes_up[0] == 0 and grid.record.bytes_up[1] == 0
     assert grid.record.rejected[1] == "array 'w' is a list, not a numpy array"
+
+
+def test_send_mean_of_a_single_unit_weight_is_that_reply():
+    out = Scaling(2, examples={1: 1.0}).send_mean({1: train(ONES)})
+    assert out.weight == 1.0
+    np.testing.assert_array_equal(out.arrays["w"], np.full(3, 2.0, np.float32))
+    half = Scaling(2, examples={1: 0.5}).send_mean({1: train(ONES)})
+    assert half.weight == 0.5 and half.arrays["b"][0] == 2.0
