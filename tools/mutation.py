@@ -4,7 +4,8 @@ Slow (minutes) and outside CI. Run from the repository root::
 
     python tools/mutation.py                 # fresh run, table of scores per file
     python tools/mutation.py --survivors     # ... and the diff of every surviving mutant
-    python tools/mutation.py --keep          # reuse mutants/ from the last run (incremental)
+    python tools/mutation.py --keep          # reuse mutants/ from the last run (incremental:
+                                             # only mutants not killed then are tested again)
 
 What is mutated and which tests run is configured in ``[tool.mutmut]`` of ``pyproject.toml``;
 mutmut records which test reaches which function, so each mutant runs only the tests of
@@ -64,12 +65,40 @@ def run_mutmut(max_children: int, keep: bool) -> None:
     """Run mutmut in a clean environment: the mutated copy must be what the tests import."""
     if not keep:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    else:
+        retest_unkilled()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     mutmut = Path(sys.executable).with_name("mutmut")
     cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(max_children)]
     done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
         sys.exit(f"mutmut run failed with exit code {done.returncode}; rerun it by hand to see why")
+
+
+def retest_unkilled() -> None:
+    """Forget the verdict of every mutant that was not killed, so that ``--keep`` tests it again.
+
+    mutmut keeps every verdict of an earlier run and only tests mutants without one (new or
+    changed functions); tests written since would never see the survivors they target.
+    Killed mutants stay killed: tests are only ever added to kill more.
+    """
+    os.chdir(ROOT)
+    if not (ROOT / "mutants").is_dir():
+        return
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.utils.file_utils import walk_mutatable_files
+
+    for path in walk_mutatable_files():
+        if not (ROOT / "mutants" / (str(path) + ".meta")).exists():
+            continue
+        data = SourceFileMutationData(path=path)
+        data.load()
+        codes = data.exit_code_by_key
+        stale = [k for k, code in codes.items() if code is not None and code not in KILLED]
+        if stale:
+            for key in stale:
+                codes[key] = None
+            data.save()
 
 
 def load_mutants() -> list[Mutant]:

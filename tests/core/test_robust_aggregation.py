@@ -215,3 +215,173 @@ def test_noisy_clipped_mean_adds_gaussian_noise_of_the_stated_scale():
     np.testing.assert_array_equal(out, again)
     with pytest.raises(ValueError):
         noisy_clipped_mean([], ref, 1.0, 1.0, 0.0, np.random.default_rng(0))
+
+
+# --- edges that the cases above leave open ----------------------------------------------------
+
+
+def krum_by_hand(updates, reference, byzantine, keep):
+    """Krum straight from the definition: full-shaped deltas, pairwise squared distances."""
+    live = [i for i, u in enumerate(updates) if u.weight > 0]
+    if len(live) <= 1:
+        return live
+    flat = []
+    for i in live:
+        parts = []
+        for name, ref in reference.items():
+            if ref.dtype.kind != "f":
+                continue
+            d = np.zeros(ref.shape)
+            if name in updates[i].arrays:
+                arr = updates[i].arrays[name]
+                corner = tuple(slice(0, s) for s in arr.shape)
+                d[corner] = arr - ref[corner]
+            parts.extend(d.ravel().tolist())
+        flat.append(parts)
+    closest = max(1, len(live) - byzantine - 2)
+    scores = []
+    for a, x in enumerate(flat):
+        dists = sorted(
+            sum((p - q) ** 2 for p, q in zip(x, y, strict=True))
+            for b, y in enumerate(flat)
+            if b != a
+        )
+        scores.append(sum(dists[:closest]))
+    order = sorted(range(len(live)), key=lambda a: scores[a])[:keep]  # ties: earlier first
+    return sorted(live[a] for a in order)
+
+
+def test_krum_selection_matches_the_definition_on_random_federations():
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        n, dim = int(rng.integers(2, 9)), int(rng.integers(1, 4))
+        ref = {"w": rng.integers(-3, 4, size=dim).astype(np.float64), "n": np.zeros(1, int)}
+        ups = []
+        for _ in range(n):
+            width = int(rng.integers(1, dim + 1))  # some members train a leading corner
+            arrays = {"w": rng.integers(-5, 6, size=width).astype(np.float64)}
+            ups.append(Update(arrays, float(rng.choice([0.0, 1.0, 2.0], p=[0.15, 0.5, 0.35]))))
+        byzantine, keep = int(rng.integers(0, 4)), int(rng.integers(1, n + 2))
+        assert krum_select(ups, ref, byzantine, keep) == krum_by_hand(ups, ref, byzantine, keep)
+
+
+def test_krum_breaks_ties_in_favour_of_earlier_members():
+    # 21 members at 0 and 19 at 1: every 0 scores 18, every 1 scores 20 (byzantine=0)
+    values = [0, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0]
+    values += [1, 1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 0, 1]
+    ups = [Update({"w": np.array([float(v)])}) for v in values]
+    zeros = [i for i, v in enumerate(values) if v == 0]
+    assert krum_select(ups, {"w": np.zeros(1)}, 0, keep=10) == zeros[:10]
+
+
+def test_krum_of_two_picks_one_and_of_one_or_none_returns_it():
+    ref = {"w": np.zeros(2)}
+    two = [Update({"w": np.array([1.0, 0.0])}), Update({"w": np.array([0.0, 3.0])})]
+    assert krum_select(two, ref, 0) == [0]  # equal scores: the earlier one
+    assert krum_select(two, ref, 0, keep=2) == [0, 1]
+    assert krum_select([Update({"w": np.ones(2)}, 0.0), two[1]], ref, 0, keep=3) == [1]
+    assert krum_select([Update({"w": np.ones(2)}, 0.0)], ref, 0) == []
+
+
+def test_krum_without_float_arrays_compares_nothing():
+    ref = {"n": np.zeros(2, np.int64)}
+    ups = [Update({"n": np.array([k, k])}) for k in (5, 1, 3)]
+    assert krum_select(ups, ref, 0) == [0]
+    assert krum_select(ups, ref, 0, keep=2) == [0, 1]
+
+
+def test_bad_parameters_are_refused_with_a_message():
+    ref = {"w": np.zeros(2)}
+    ups = [Update({"w": np.ones(2)})]
+    with pytest.raises(ValueError, match=r"^need byzantine >= 0 and keep >= 1, got -1 and 1$"):
+        krum_select(ups, ref, -1)
+    with pytest.raises(ValueError, match=r"^need byzantine >= 0 and keep >= 1, got 0 and 0$"):
+        krum_select(ups, ref, 0, keep=0)
+    with pytest.raises(ValueError, match=r"^trim fraction must be in \[0, 0.5\), got -0.1$"):
+        trimmed_mean(ups, ref, -0.1)
+    with pytest.raises(ValueError, match=r"^max_norm must be a number or 'median', got 'mean'$"):
+        clip_updates(ups, ref, "mean")
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=rf"^max_norm must be finite and >= 0, got {bad}$"):
+            clip_updates(ups, ref, bad)
+    with pytest.raises(ValueError, match=r"^denominator must be > 0, got 0.0$"):
+        noisy_clipped_mean(ups, ref, 1.0, 1.0, 0.0, np.random.default_rng(0))
+    msg = r"^need noise_multiplier >= 0 and clip_norm > 0, got {}, {}$"
+    for noise, clip in ((-0.5, 1.0), (1.0, 0.0), (1.0, -2.0), (float("nan"), 1.0)):
+        with pytest.raises(ValueError, match=msg.format(noise, clip)):
+            noisy_clipped_mean(ups, ref, clip, noise, 1.0, np.random.default_rng(0))
+    known = "mean, median, trimmed_mean, krum, multi_krum"
+    with pytest.raises(ValueError, match=rf"^unknown aggregation rule 'mode'; known: {known}$"):
+        robust_mean(ups, ref, "mode")
+
+
+def test_clipping_at_zero_at_the_bound_and_with_the_median_of_the_counted():
+    ref = {"w": np.zeros(2, np.float32)}
+    five = Update({"w": np.array([3.0, 4.0], np.float32)})
+    assert clip_updates([five], ref, 5.0)[0] is five  # exactly at the bound: untouched
+    zeroed = clip_updates([five], ref, 0.0)[0]
+    np.testing.assert_array_equal(zeroed.arrays["w"], [0.0, 0.0])
+    one = clip_updates([five], ref, 1.0)[0].arrays["w"]
+    assert one.dtype == np.float64  # the scaled change is computed in float64
+    np.testing.assert_array_equal(one, np.array([3.0, 4.0]) * (1.0 / 5.0))
+    # the median counts only members that take part ...
+    small = Update({"w": np.array([0.6, 0.8], np.float32)})  # norm 1
+    idle = Update({"w": np.array([30.0, 40.0], np.float32)}, 0.0)  # weight 0: norm 0
+    assert update_norms([idle], ref) == [0.0]
+    clipped = clip_updates([five, small, idle], ref, "median")  # median of (5, 1) = 3
+    assert update_norms(clipped, ref)[:2] == pytest.approx([3.0, 1.0], rel=1e-6)
+    # ... and with none that does there is no median (and nothing to clip)
+    assert clip_updates([idle], ref, "median") == [idle]
+    assert clip_updates([], ref, "median") == []
+
+
+def test_norms_and_noise_skip_integer_arrays_wherever_they_stand():
+    ref = {"n": np.zeros(1, np.int64), "w": np.zeros(2), "m": np.zeros(1, np.int32)}
+    up = Update({"n": np.array([100]), "w": np.array([3.0, 4.0]), "m": np.array([7])})
+    assert update_norms([up], ref) == [5.0]
+    out = noisy_clipped_mean([up], ref, 10.0, 0.0, 2.0, np.random.default_rng(0))
+    assert list(out) == ["n", "w", "m"]
+    np.testing.assert_allclose(out["w"], [1.5, 2.0])
+    assert out["n"][0] == 0 and out["m"][0] == 0
+
+
+def test_noisy_clipped_mean_is_reference_plus_sum_plus_the_drawn_noise():
+    ref = {"w": np.array([1.0, -1.0, 0.5])}
+    ups = [Update({"w": np.array([2.0, -1.0, 0.5])}), Update({"w": np.array([1.0, 0.0])}, 3.0)]
+    out = noisy_clipped_mean(ups, ref, 10.0, 0.7, 0.5, np.random.default_rng(11))["w"]
+    noise = np.random.default_rng(11).normal(0.0, 0.7 * 10.0, 3)
+    total = np.array([1.0, 1.0, 0.0])
+    np.testing.assert_allclose(out, ref["w"] + (total + noise) / 0.5, rtol=1e-12)
+
+
+def test_only_the_all_nan_warning_of_a_reduction_is_silenced():
+    from consortium.core.aggregation import _per_entry
+
+    def loud(stack):
+        import warnings
+
+        warnings.warn("a reduction that warns", UserWarning, stacklevel=1)
+        return np.nanmax(stack, axis=0)
+
+    ref = {"w": np.zeros(2)}
+    ups = [Update({"w": np.array([1.0])}), Update({"w": np.array([2.0])})]
+    with pytest.warns(UserWarning, match="a reduction that warns"):
+        out = _per_entry(ups, ref, loud)
+    np.testing.assert_array_equal(out["w"], [2.0, 0.0])
+
+
+def test_krum_returns_the_chosen_update_and_multi_krum_keeps_live_minus_byzantine():
+    ref = {"w": np.zeros(1)}
+    values = [0.0, 0.1, 0.3, 5.0, 9.0]
+    ups = [Update({"w": np.array([v])}) for v in values]
+    chosen = krum_select(ups, ref, 0)
+    assert robust_mean(ups, ref, "krum")["w"][0] == values[chosen[0]]  # one update, not two
+    # multi_krum keeps n - byzantine by default, and byzantine defaults to 0: all of them
+    assert robust_mean(ups, ref, "multi_krum")["w"][0] == pytest.approx(np.mean(values))
+    # members with zero weight do not count among the n
+    idle = Update({"w": np.array([1e6])}, 0.0)
+    near = [Update({"w": np.array([v])}) for v in (0.0, 0.1, 10.0)] + [idle]
+    assert robust_mean(near, ref, "multi_krum", byzantine=1)["w"][0] == pytest.approx(0.05)
+    # at least one is kept however many may be byzantine
+    assert robust_mean(near, ref, "multi_krum", byzantine=2)["w"][0] == 0.0  # tie: the first
+    assert robust_mean(near, ref, "multi_krum", byzantine=5)["w"][0] == 0.0

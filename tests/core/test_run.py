@@ -1,3 +1,4 @@
+import errno
 import json
 import logging
 import re
@@ -11,7 +12,8 @@ from consortium.algorithms.fedavg import FedAvg, FedAvgConfig
 from consortium.core import Grid, Message, Workflow, load_checkpoint, read_jsonl, run_workflow
 from consortium.core import checkpoint as checkpoint_format
 from consortium.core.checkpoint import save_checkpoint
-from consortium.core.run import CHECKPOINT
+from consortium.core.grid import TooFewReplies
+from consortium.core.run import CHECKPOINT, STOPPED, RunStopped
 from consortium.models import build_model
 from consortium.runtime import LocalRuntime
 from consortium.training import LocalTrainConfig
@@ -396,3 +398,200 @@ def test_unknown_checkpoint_version_is_refused(tmp_path, monkeypatch):
         load_checkpoint(tmp_path)
     assert str(err.value) == f"{tmp_path / CHECKPOINT}: checkpoint version 0 is not supported"
     assert load_checkpoint(tmp_path / "nothing") is None
+
+
+def test_a_legacy_or_incomplete_checkpoint_is_a_one_line_error(tmp_path):
+    legacy = tmp_path / "checkpoint.pkl"
+    legacy.write_bytes(b"never unpickled")
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(tmp_path)
+    assert str(err.value) == (
+        f"{legacy}: a pickled checkpoint of an older version; it is not loaded because "
+        "unpickling can run code: start the run again with --overwrite"
+    )
+    full = {"workflow_name": "w", "next_round": 1, "workflow": {}, "grid": {}}
+    for key in full:
+        save_checkpoint(tmp_path / CHECKPOINT, {k: v for k, v in full.items() if k != key})
+        with pytest.raises(ValueError) as err:
+            load_checkpoint(tmp_path)
+        assert str(err.value) == f"{tmp_path / CHECKPOINT}: checkpoint has no {key!r}"
+    save_checkpoint(tmp_path / CHECKPOINT, full)
+    assert load_checkpoint(tmp_path) == full
+
+
+def test_failure_hint_names_the_most_common_reason_failed_or_rejected():
+    from consortium.core.run import _failure_hint
+
+    lines = [
+        {"failures": {"0": "down", "1": "down"}, "rejected": {"2": "zz bad"}},
+        {"failures": {"0": "down"}, "rejected": {}},
+        {},  # a line that says nothing about members
+    ]
+    assert _failure_hint(lines) == "; the most common member failure (3x): down"
+    rejected = [{"failures": {}, "rejected": {"1": "nan", "2": "nan", "3": "big"}}]
+    assert _failure_hint(rejected) == "; the most common member failure (2x): nan"
+    assert _failure_hint([{}, {"failures": {}, "rejected": {}}]) == ""
+    assert _failure_hint([]) == ""
+
+
+class ShortHanded(Scripted):
+    """Its rounds find too few members by its own count (no member failed)."""
+
+    def run_round(self, grid, rnd):
+        raise TooFewReplies(f"round {rnd}: too few members by the workflow's count")
+
+
+def test_a_stop_without_member_failures_has_no_hint_and_keeps_its_times(tmp_path):
+    with pytest.raises(RunStopped) as info:
+        quiet(ShortHanded(num_rounds=2, slow=0.05), run_dir=tmp_path)
+    msg = "no round succeeded: all 2 were skipped (last: round 2: too few members by the "
+    assert str(info.value) == msg + "workflow's count)"
+    summary = json.loads((tmp_path / STOPPED).read_text())
+    assert summary == info.value.summary
+    assert summary["status"] == "stopped" and summary["stop_reason"] == str(info.value)
+    # the set-up burnt 0.2 s of wall and CPU time: the stopped summary counts it
+    assert isinstance(summary["wall_time_s"], float) and summary["wall_time_s"] >= 0.2
+    assert isinstance(summary["cpu_time_s"], float) and summary["cpu_time_s"] >= 0.2
+    assert not (tmp_path / "summary.json").exists()
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
+    from consortium.core import run as run_module
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module.os, "replace", _no_space)
+        with pytest.raises(OSError) as err:
+            run_module.write_json(tmp_path / "x.json", {"a": 1})
+        assert err.value.filename == str(tmp_path / "x.json") and err.value.errno == errno.ENOSPC
+        with pytest.raises(OSError) as err:
+            run_module._rewrite_jsonl(tmp_path / "m.jsonl", [{"a": 1}])
+        assert err.value.filename == str(tmp_path / "m.jsonl")
+
+    class Full:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        write = _no_space
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "open", Full, raising=False)
+        with pytest.raises(OSError) as err:
+            quiet(Scripted(), run_dir=tmp_path / "lines")
+        assert err.value.filename == str(tmp_path / "lines" / "metrics.jsonl")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module.np, "savez", _no_space)
+        with pytest.raises(OSError) as err:
+            quiet(Scripted(), run_dir=tmp_path / "model")
+        assert err.value.filename == str(tmp_path / "model" / "model.npz")
+
+
+def test_each_short_try_is_logged_with_its_number(caplog, tmp_path):
+    grid = EchoGrid(2, dead_round=0)
+    with caplog.at_level(logging.WARNING, logger="consortium.run"), pytest.raises(RunStopped):
+        quiet(Scripted(setup_sends=True), grid, retries=2, run_dir=tmp_path)
+    (line,) = read_jsonl(tmp_path / "metrics.jsonl")
+    assert (line["round"], line["phase"]) == (0, "setup") and "stopped" in line
+    reason = "round 0: 0 valid replies of 1, fewer than min_replies=1"
+    logged = [r.getMessage() for r in caplog.records if r.name == "consortium.run"]
+    assert logged == [f"{reason} (try {k} of 3)" for k in (1, 2, 3)]
+
+
+class NoSetUp(Scripted):
+    """Its set-up finds too few members by its own count, before sending anything."""
+
+    def setup(self, grid):
+        raise TooFewReplies("round 0: nobody to ask")
+
+
+def test_a_set_up_that_stops_before_sending_shows_an_empty_bar(capsys):
+    with pytest.raises(RunStopped, match=r"^set-up: round 0: nobody to ask \(3 tries\); nothing"):
+        run_workflow(NoSetUp(), EchoGrid())
+    # nothing was sent, so the live column still holds its empty start
+    assert re.fullmatch(r"scripted [━ ]+ 0/3 \d:\d\d:\d\d\s*", capsys.readouterr().out)
+
+
+def test_a_failed_checkpoint_names_its_file(tmp_path, monkeypatch):
+    from consortium.core import run as run_module
+
+    monkeypatch.setattr(run_module, "save_checkpoint", _no_space)
+    with pytest.raises(OSError) as err:
+        quiet(Scripted(), run_dir=tmp_path)
+    assert err.value.filename == str(tmp_path / CHECKPOINT)
+
+
+class Telling(EchoGrid):
+    """Member 0 is down and member 2 answers garbage; every exchange tells progress that one
+    member answered of five asked (more than were sent: the count must still add up)."""
+
+    def _exchange(self, messages):
+        if self.progress is not None:
+            self.progress(1, 5)
+        replies, failures = super()._exchange(messages)
+        if 2 in replies:
+            replies[2] = "garbage"
+        return replies, failures
+
+
+class Chatty(Scripted):
+    def setup(self, grid):
+        for _ in range(2):
+            grid.send({c: Message("hello") for c in grid.client_ids})
+        return {}
+
+
+def test_the_live_column_counts_who_answered_in_each_phase(monkeypatch):
+    from rich.progress import Progress
+
+    from consortium.core import run as run_module
+
+    lives = []
+
+    class Recording(Progress):
+        def add_task(self, *args, **fields):
+            lives.append(("add", fields.get("live")))
+            return super().add_task(*args, **fields)
+
+        def update(self, task, **fields):
+            if "live" in fields:
+                lives.append(fields["live"])
+            super().update(task, **fields)
+
+    monkeypatch.setattr(run_module, "Progress", Recording)
+    grid = Telling(3, down={0}, dead_round=2)
+    wf = Chatty(num_rounds=3, metrics={"test_accuracy": 0.25}, finish_sends=True)
+    quiet(wf, grid)
+    dim = "[dim]{}[/dim]".format
+    acc = "test_accuracy=0.25"
+    skipped = f"{acc} [yellow]skipped 1[/yellow]"
+    assert lives == [
+        ("add", ""),
+        # set-up, first exchange: nobody answered yet; then all 3 are in
+        dim("set-up: 1/5 members answered"),
+        dim("set-up: 3/3 members answered"),
+        # second exchange: 3 answered (1 reply, 1 failure, 1 rejected) of the 6 sent
+        dim("set-up: 4/8 members answered"),
+        dim("set-up: 6/6 members answered"),
+        dim("round 1: 1/5 members answered"),
+        dim("round 1: 3/3 members answered"),
+        acc,
+        f"{acc} " + dim("round 2: 1/5 members answered"),
+        f"{acc} " + dim("round 2: 3/3 members answered"),
+        " [yellow]skipped 1[/yellow]",  # a skipped round has no metrics to show
+        "[yellow]skipped 1[/yellow] " + dim("round 3: 1/5 members answered"),
+        "[yellow]skipped 1[/yellow] " + dim("round 3: 3/3 members answered"),
+        skipped,
+        f"{skipped} " + dim("final phase: 1/5 members answered"),
+        f"{skipped} " + dim("final phase: 1/1 members answered"),
+        skipped,
+    ]

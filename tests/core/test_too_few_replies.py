@@ -298,3 +298,86 @@ def test_a_timeout_shorter_than_its_own_set_up_leaves_no_handler_behind():
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGALRM)) == before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     time.sleep(0.6)  # no timer is left to fire into the code that runs next
+
+
+# -- details of the stopped runs (what mutation testing asked for) ---------------------------
+
+
+def test_no_retries_means_one_try():
+    with pytest.raises(RunStopped, match=r"^set-up: .* \(1 tries\); nothing was trained"):
+        run(Phases(), DeadGrid(dead={(0, None)}), retries=0)
+    wf = Phases()
+    assert run(wf, DeadGrid(), retries=0).summary["status"] == "complete" and wf.setups == 1
+
+
+def test_a_one_round_run_whose_round_was_skipped_stops(tmp_path):
+    grid = DeadGrid(dead={(1, None)})
+    wf = Phases(num_rounds=1)
+    with pytest.raises(
+        RunStopped, match=r"^no round succeeded: all 1 were skipped \(last: round 1"
+    ):
+        run(wf, grid, tmp_path)
+    assert wf.finish_calls == 0 and grid.round == 2  # the stop is the final phase's
+    stop = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    assert (stop["round"], stop["phase"]) == (2, "finish")
+    assert stop["time_s"] == 0.0 and stop["cpu_s"] == 0.0  # nothing ran in that phase
+    summary = stopped_of(tmp_path)
+    assert summary["bytes_up_total"] == sum(
+        r["bytes_up"] for r in read_jsonl(tmp_path / "metrics.jsonl")
+    )
+    assert summary["bytes_down_total"] == sum(
+        r["bytes_down"] for r in read_jsonl(tmp_path / "metrics.jsonl")
+    )
+
+
+def test_a_resumed_run_whose_lines_are_lost_stops_before_its_final_phase(tmp_path):
+    run(Phases(), DeadGrid(), tmp_path)
+    state = load_checkpoint(tmp_path)
+    state["finished"] = False
+    from consortium.core.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / CHECKPOINT, state)
+    (tmp_path / "metrics.jsonl").unlink()
+    wf = Phases()
+    with pytest.raises(RunStopped) as info:
+        run(wf, DeadGrid(), tmp_path, resume=True)
+    assert str(info.value) == "no round succeeded: all 3 were skipped (last: )"
+    assert wf.finish_calls == 0
+
+
+def test_a_final_phase_stop_says_where_the_model_is_kept(tmp_path):
+    tail = "; --resume tries the final phase again; the most common member failure (2x): unplugged"
+    head = "final phase: round 4: 0 valid replies of 2, fewer than min_replies=1 (3 tries)"
+    with pytest.raises(RunStopped) as info:
+        run(Phases(), DeadGrid(dead={(4, None)}))
+    assert str(info.value) == f"{head}; the trained model is kept{tail}"
+    with pytest.raises(RunStopped) as info:
+        run(Phases(), DeadGrid(dead={(4, None)}), tmp_path)
+    assert str(info.value) == f"{head}; the trained model is kept ({tmp_path / MODEL}){tail}"
+    stop = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    assert (stop["round"], stop["phase"], stop["stopped"]) == (4, "finish", str(info.value))
+
+
+class Remembers(Phases):
+    """Keeps a history in its state, which its finish extends in place before it sends."""
+
+    def __init__(self):
+        super().__init__()
+        self.history = []
+
+    def finish(self, grid):
+        self.history.append("finish")
+        return super().finish(grid)
+
+    def state_dict(self):
+        return {"done": self.done, "history": self.history}
+
+    def load_state_dict(self, state):
+        self.done, self.history = state["done"], state["history"]
+
+
+def test_every_retry_of_the_final_phase_starts_from_a_deep_copy_of_the_state():
+    wf = Remembers()
+    result = run(wf, DeadGrid(dead={(4, 0), (4, 1)}))
+    assert result.summary["done"] == 103 and wf.finish_calls == 3
+    assert wf.history == ["finish"]  # not one entry per try
