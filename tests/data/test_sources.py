@@ -32,6 +32,35 @@ def test_digits_is_embedded():
     assert s.train.groups is None
 
 
+def test_digits_are_scikit_learns_without_importing_it():
+    """Read from scikit-learn's own file (importing scikit-learn costs most of a second of a
+    demo run's start): the same images and labels as its loader, and scikit-learn stays out."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from consortium.data.sources import digits_arrays\n"
+        "images, labels = digits_arrays()\n"
+        "print(images.shape, labels.shape, 'sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(1797,", "8,", "8)", "(1797,)", "False"]
+    from sklearn.datasets import load_digits
+
+    images, labels = sources.digits_arrays()
+    ref = load_digits()
+    assert np.array_equal(images, ref.images) and np.array_equal(labels, ref.target)
+    assert labels.dtype == np.int64
+
+
+def test_digits_fall_back_to_scikit_learns_loader(monkeypatch):
+    """Where scikit-learn keeps no CSV (another layout), its loader gives the same arrays."""
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    images, labels = sources.digits_arrays()
+    assert images.shape == (1797, 8, 8) and labels[:10].tolist() == list(range(10))
+
+
 def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape

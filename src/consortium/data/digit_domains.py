@@ -40,7 +40,7 @@ from consortium.config import ConfigError, Options
 from consortium.data.cache import cache_dir, publish
 from consortium.data.config import DataConfig
 from consortium.data.registry import federate, load_dataset, register_dataset
-from consortium.data.sources import Dataset, DatasetSplits
+from consortium.data.sources import Dataset, DatasetSplits, digits_arrays
 
 DOMAINS = ("mnist", "digits", "mnist_m", "inverted", "rotated", "thick", "noisy")
 DEFAULT_DOMAINS = ("mnist", "digits", "mnist_m", "inverted", "rotated", "thick")
@@ -129,7 +129,6 @@ def build_domains(
 ) -> DigitDomains:
     """Style every domain from its own share of the sources (see the module docstring)."""
     from scipy import ndimage
-    from sklearn.datasets import load_digits
 
     rng = np.random.default_rng([style_seed, 31])
     mnist = load_dataset("mnist5k", mnist_path).train
@@ -139,10 +138,9 @@ def build_domains(
     xs, ys, doms, tests, sources = [], [], [], [], []
     for d, name in enumerate(names):
         if name == "digits":
-            raw = load_digits()
-            grey = ndimage.zoom(raw.images / 16.0, (1, SIZE / 8, SIZE / 8), order=1)
+            images, y = digits_arrays()
+            grey = ndimage.zoom(images / 16.0, (1, SIZE / 8, SIZE / 8), order=1)
             x = _rgb(np.clip(grey, 0, 1).astype(np.float32))
-            y = raw.target.astype(np.int64)
             src = np.array([f"digits:{i}" for i in range(len(y))])
         else:
             rows = np.sort(shares[name])

@@ -56,14 +56,32 @@ class DatasetNotFoundError(FileNotFoundError):
 # --- digits -------------------------------------------------------------------------------
 
 
-def _load_digits(path: str | Path | None = None) -> DatasetSplits:
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``(images, labels)``: float64 ``(1797, 8, 8)`` in 0..16, int64.
+
+    Read from the CSV that scikit-learn ships, without importing scikit-learn: importing it
+    (scipy.stats, pandas) takes most of a second, longer than a demo run's first rounds. Where
+    the file is not where this scikit-learn keeps it, its own loader is used.
+    """
+    spec = importlib.util.find_spec("sklearn")  # locates the package; imports nothing
+    if spec is not None and spec.origin is not None:
+        csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+        if csv.is_file():
+            table = np.loadtxt(csv, delimiter=",", dtype=np.float64)
+            if table.ndim == 2 and table.shape[1] == 65:
+                return table[:, :64].reshape(-1, 8, 8), table[:, 64].astype(np.int64)
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = d.images.astype(np.float32)
+    return np.asarray(d.images, dtype=np.float64), np.asarray(d.target, dtype=np.int64)
+
+
+def _load_digits(path: str | Path | None = None) -> DatasetSplits:
+    images, labels = digits_arrays()
+    x = images.astype(np.float32)
     x /= 16.0  # pixel values are 0..16; in place, one float copy
     x = x[:, None, :, :]
-    return DatasetSplits(Dataset("digits", x, d.target.astype(np.int64), 10), None)
+    return DatasetSplits(Dataset("digits", x, labels, 10), None)
 
 
 # --- IDX files (MNIST family) -------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from consortium.models.pooling import MaxPool2d
+
 
 class SmallCNN(nn.Module):
     """Two 3x3 conv blocks (conv, ReLU, 2x2 max-pool) and two linear layers.
@@ -40,10 +42,10 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(c, channels[0], 3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Conv2d(channels[0], channels[1], 3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
         )
         flat = channels[1] * (h // 4) * (w // 4)
         self.classifier = nn.Sequential(

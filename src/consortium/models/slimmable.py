@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from consortium.core.message import Arrays
+from consortium.models.pooling import max_pool2d
 from consortium.models.registry import register_model, registered_models
 
 
@@ -237,8 +238,8 @@ class SlimCNN(SlimmableModel):
 
     def forward_width(self, x: torch.Tensor, p: float) -> torch.Tensor:
         c1, c2, hid = self._plan(p)
-        x = F.max_pool2d(F.relu(self.conv1(x, c1)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x, c2)), 2)
+        x = max_pool2d(F.relu(self.conv1(x, c1)), 2)
+        x = max_pool2d(F.relu(self.conv2(x, c2)), 2)
         x = F.relu(self.fc1(torch.flatten(x, 1), hid))
         return self.fc2(x)
 
