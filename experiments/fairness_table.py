@@ -24,7 +24,7 @@ Each cell is the experiment file of its dataset (``aequa_digits.toml``, ``aequa_
 ``consortium run experiments/aequa_fmnist.toml --set data.partition=dirichlet --set seed=1``
 reproduces one run of the table.
 
-    python experiments/fairness_table.py                          # the whole table (~65 min, 2 cores)
+    python experiments/fairness_table.py                          # the whole table (~65 min)
     python experiments/fairness_table.py --datasets digits --seeds 0
     python experiments/fairness_table.py --resume                 # continue interrupted runs
     python experiments/fairness_table.py --report-only            # re-read finished runs
