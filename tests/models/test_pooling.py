@@ -26,6 +26,8 @@ def test_outputs_and_gradients_equal_the_stock_operator(shape, dtype):
     assert out_b.is_contiguous() and out_b.shape == out_a.shape
     assert torch.equal(out_a, out_b)
     assert torch.equal(grad_a, grad_b)
+    with torch.no_grad():  # scoring takes the path without indices
+        assert torch.equal(max_pool2d(x, 2), F.max_pool2d(x, 2))
 
 
 def test_ties_route_the_gradient_where_the_stock_operator_does():

@@ -46,6 +46,8 @@ def max_pool2d(x: torch.Tensor, k: int) -> torch.Tensor:
     """``F.max_pool2d(x, k)`` (stride ``k``, no padding), faster on CPU."""
     if x.device.type != "cpu" or x.dim() != 4 or x.dtype not in (torch.float32, torch.float64):
         return F.max_pool2d(x, k)
+    if not (torch.is_grad_enabled() and x.requires_grad):  # scoring: no indices to keep
+        return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), k).contiguous()
     return _ChannelsLastMaxPool.apply(x, k)
 
 
