@@ -1,5 +1,7 @@
 """Member views: index arrays into one pool, disjoint train/test, server splits."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +206,41 @@ def test_official_test_groups_travel_with_the_test_split():
     fd = build_federated_data(DatasetSplits(splits.train, test), num_clients=2, scheme="groups")
     assert fd.test_groups is test.groups and fd.pool_groups is splits.train.groups
     assert build_federated_data("digits", num_clients=2).test_groups is None
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_stratified_split_is_scikit_learns_split(case: int) -> None:
+    """The split computed here is the one scikit-learn draws for the same seed, sample for sample
+    (seeded figures in the docs depend on it), stratified or not."""
+    from sklearn.model_selection import train_test_split
+
+    from consortium.data.federated import _stratified_split
+
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(4, 400))
+    classes = int(rng.integers(1, 12))
+    # skewed class sizes, some classes possibly with one sample (then no stratification)
+    y = rng.choice(classes, size=n, p=rng.dirichlet(np.full(classes, 0.7))) * 3 + 1
+    n_held = int(rng.integers(1, n))
+    seed = int(rng.integers(2**31))
+    idx = np.arange(n)
+    counts = np.unique(y, return_counts=True)[1]
+    stratify = counts.min() >= 2 and min(n_held, n - n_held) >= len(counts)
+    kept, held = train_test_split(
+        idx, test_size=n_held, random_state=seed, stratify=y if stratify else None
+    )
+    ours = _stratified_split(y, n_held, seed)
+    assert np.array_equal(ours[0], np.sort(kept))
+    assert np.array_equal(ours[1], np.sort(held))
+
+
+def test_building_digits_does_not_import_scikit_learn() -> None:
+    """Importing sklearn.model_selection costs most of a second; the demo's data needs none."""
+    code = (
+        "import sys; from consortium.data import build_federated_data; "
+        "build_federated_data('digits', num_clients=10, scheme='dirichlet', alpha=0.3, seed=0, "
+        "server_val_fraction=0.1); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

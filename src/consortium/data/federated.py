@@ -149,22 +149,55 @@ def _split_seed(seed: int, offset: int) -> int:
 def _stratified_split(y: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (kept, held-out) positions into ``y``, ``n_held`` of them held out.
 
-    Stratified when scikit-learn can stratify (every class has two samples and both sides have
-    room for every class); otherwise a plain random split rather than an obscure error.
+    Stratified when every class has two samples and both sides have room for every class;
+    otherwise a plain random split rather than an obscure error. The split is the one
+    scikit-learn's ``train_test_split(..., random_state=seed, stratify=...)`` draws, sample
+    for sample (tests/data/test_federated.py compares them), computed here because importing
+    ``sklearn.model_selection`` costs most of a second at every start.
     """
     idx = np.arange(len(y))
     if n_held == 0:
         return idx, idx[:0]
     if n_held >= len(y):
         raise ValueError(f"cannot hold out {n_held} of {len(y)} samples and keep any")
-    counts = np.unique(y, return_counts=True)[1]
-    can_stratify = counts.min() >= 2 and min(n_held, len(y) - n_held) >= len(counts)
-    from sklearn.model_selection import train_test_split  # 1 s to import: only when used
+    n_kept = len(y) - n_held
+    rng = np.random.RandomState(seed)
+    _, codes = np.unique(y, return_inverse=True)
+    counts = np.bincount(codes.reshape(-1))
+    if counts.min() < 2 or min(n_held, n_kept) < len(counts):
+        order = rng.permutation(len(y))
+        return np.sort(order[n_held:]), np.sort(order[:n_held])
+    # every class's share of each side, rounded the way scikit-learn rounds it (the remainder
+    # goes to the classes with the largest fractional shares, ties broken at random) ...
+    kept_per_class = _apportion(counts, n_kept, rng)
+    held_per_class = _apportion(counts - kept_per_class, n_held, rng)
+    # ... then each class's samples in a random order, the first ones kept, the next held out
+    by_class = np.split(np.argsort(codes.reshape(-1), kind="mergesort"), np.cumsum(counts)[:-1])
+    kept, held = [], []
+    for members, k, h in zip(by_class, kept_per_class, held_per_class, strict=True):
+        shuffled = members[rng.permutation(len(members))]
+        kept.append(shuffled[:k])
+        held.append(shuffled[k : k + h])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
-    kept, held = train_test_split(
-        idx, test_size=n_held, random_state=seed, stratify=y if can_stratify else None
-    )
-    return np.sort(kept), np.sort(held)
+
+def _apportion(counts: np.ndarray, total: int, rng: np.random.RandomState) -> np.ndarray:
+    """``total`` draws spread over classes in proportion to ``counts``: the floors of the exact
+    shares, then one more for the classes with the largest remainders, largest first, a random
+    choice among equal remainders (scikit-learn's rule, so the seeded splits match)."""
+    exact = counts / counts.sum() * total
+    share = np.floor(exact)
+    missing = int(total - share.sum())
+    if missing > 0:
+        remainder = exact - share
+        for value in np.unique(remainder)[::-1]:
+            (tied,) = np.where(remainder == value)
+            take = min(len(tied), missing)
+            share[rng.choice(tied, size=take, replace=False)] += 1
+            missing -= take
+            if missing == 0:
+                break
+    return share.astype(int)
 
 
 def _split_client(
