@@ -304,6 +304,17 @@ def dp_steps(cfg: LocalTrainConfig, num_samples: int) -> int:
     return cfg.epochs * -(-num_samples // cfg.batch_size)
 
 
+def eval_batch_size(device: torch.device) -> int:
+    """Samples per forward pass when only scoring: 128 on a CPU, 1024 on an accelerator.
+
+    On a CPU a big batch's activations leave the caches: the small CNN scores Fashion-MNIST
+    at 0.37 ms an image in batches of 1,024 and 0.13 ms in batches of 128 (digits: 16.8 vs
+    12.9 µs; an MLP loses 20 % at 128), measured on one thread. An accelerator wants the
+    large batch.
+    """
+    return 128 if device.type == "cpu" else 1024
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -311,11 +322,13 @@ def evaluate(
     y: np.ndarray,
     indices: np.ndarray | None = None,
     *,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     device: torch.device | None = None,
 ) -> dict[str, float]:
-    """Accuracy and mean cross-entropy on ``x[indices]`` (all rows when ``indices`` is None)."""
+    """Accuracy and mean cross-entropy on ``x[indices]`` (all rows when ``indices`` is None;
+    ``batch_size`` by default :func:`eval_batch_size`)."""
     device = device or next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(device)
     model.eval()
     n = len(y) if indices is None else len(indices)
     if n == 0:

@@ -42,7 +42,7 @@ from torch import nn
 
 from consortium.core.message import Arrays
 from consortium.models.weights import set_arrays
-from consortium.training import LocalTrainConfig, evaluate, train_local
+from consortium.training import LocalTrainConfig, eval_batch_size, evaluate, train_local
 
 #: Figures whose distance to the retrained model's :meth:`UnlearningAuditor.compare` reports.
 #: Not ``mia_loss``: a model whose forgotten class's output was only turned down raises the
@@ -54,11 +54,12 @@ GAP_KEYS = ("forget_accuracy", "mia_shadow", "mia_auc", "inversion_forget")
 
 @torch.no_grad()
 def sample_outputs(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1024
+    model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(per-sample loss, softmax probabilities)."""
     model.eval()
     device = next(model.parameters()).device
+    batch = batch or eval_batch_size(device)
     losses, probs = [], []
     for s in range(0, len(y), batch):
         logits = model(torch.from_numpy(x[s : s + batch]).to(device))
