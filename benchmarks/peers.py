@@ -27,9 +27,9 @@ comes and goes hits every framework alike; ``uptime``'s load average is printed 
     python benchmarks/peers.py deploy      # a loopback deployment's round: member app vs stock
     python benchmarks/peers.py all
 
-Options: ``--repeats N``, ``--skip flower,pfl`` (``pfl1``: only pfl's one-process run, which
-spins its threads on a loaded machine), ``--rounds R``, ``--json FILE``, ``--timeout S`` (a
-job past it is stopped and left out).
+Options: ``--repeats N`` (repeat r runs seed ``--seed`` + r), ``--skip flower,pfl``
+(``pfl1``: only pfl's one-process run, which spins its threads on a loaded machine),
+``--rounds R``, ``--json FILE``, ``--timeout S`` (a job past it is stopped and left out).
 """
 
 from __future__ import annotations
@@ -249,44 +249,64 @@ def median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
+def frameworks(
+    raw: dict[str, Any], spec: dict[str, Any], folder: Path, skip: Sequence[str]
+) -> dict[str, Callable[[str], dict]]:
+    """One runner per framework (minus ``--skip``) for one prepared job: tag -> its row."""
+    cores = spec["cpus"]
+    runners: dict[str, Callable[[str], dict]] = {
+        "consortium": lambda tag: run_consortium(raw, folder, tag),
+    }
+    if "flower" not in skip and available("flwr.simulation"):
+        runners["flower"] = lambda tag: run_peer("peers_flower.py", spec, folder, tag)
+    if "pfl" not in skip and available("pfl"):
+        if "pfl1" not in skip:
+            runners["pfl"] = lambda tag: run_peer("peers_pfl.py", spec, folder, tag)
+        if cores > 1:
+            runners[f"pfl x{cores}"] = lambda tag: run_peer(
+                "peers_pfl.py", spec, folder, tag, procs=cores
+            )
+    return runners
+
+
 def race(raw: dict[str, Any], args: argparse.Namespace, title: str) -> dict[str, Any]:
-    """Interleaved repeats of every framework on one job; medians and ratios."""
-    folder = Path(tempfile.mkdtemp(prefix="peers-"))
+    """Interleaved repeats of every framework on one job; medians, accuracies and ratios.
+
+    Repeat ``r`` uses seed ``--seed + r`` for everything a seed decides (the members' samples,
+    the initial weights, consortium's and pfl's batch order; stock Flower jobs shuffle
+    unseeded, as users write them), and every framework gets that repeat's members and
+    weights. Accuracy is compared as mean ± std over the repeats, paired by repeat: one run of
+    this job moves by about a point with the batch order alone, so a single seed's figure
+    cannot tell two frameworks apart.
+    """
+    root = Path(tempfile.mkdtemp(prefix="peers-"))
     try:
-        spec = prepare(raw, folder)
-        cores = spec["cpus"]
-        runners: dict[str, Callable[[str], dict]] = {
-            "consortium": lambda tag: run_consortium(raw, folder, tag),
-        }
-        if "flower" not in args.skip and available("flwr.simulation"):
-            runners["flower"] = lambda tag: run_peer("peers_flower.py", spec, folder, tag)
-        if "pfl" not in args.skip and available("pfl"):
-            if "pfl1" not in args.skip:
-                runners["pfl"] = lambda tag: run_peer("peers_pfl.py", spec, folder, tag)
-            if cores > 1:
-                runners[f"pfl x{cores}"] = lambda tag: run_peer(
-                    "peers_pfl.py", spec, folder, tag, procs=cores
-                )
-        rows: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
+        rows: dict[str, list[dict[str, float]]] = {}
         loads = []
         for rep in range(args.repeats):
+            seed = args.seed + rep
+            folder = root / f"seed{seed}"
+            folder.mkdir()
+            raw_rep = {**raw, "seed": seed}
+            spec = {**prepare(raw_rep, folder), "seed": seed}
+            runners = frameworks(raw_rep, spec, folder, args.skip)
             for name, runner in runners.items():
                 try:
                     row = runner(f"{name.replace(' ', '')}-{rep}")
                 except TooSlow as err:
                     print(f"  {name} #{rep}: {err}; left out", flush=True)
                     continue
-                rows[name].append(row)
+                rows.setdefault(name, []).append({**row, "seed": seed})
                 loads.append(load_average())
                 print(
-                    f"  {name} #{rep}: process {row['process_s']:.2f} s, loop "
+                    f"  {name} seed {seed}: process {row['process_s']:.2f} s, loop "
                     f"{row['loop_s']:.2f} s, accuracy {row['test_accuracy']:.4f} "
                     f"(load {loads[-1]})",
                     flush=True,
                 )
-        return report(title, {k: v for k, v in rows.items() if v}, loads)
+        return report(title, rows, loads)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def report(title: str, rows: dict[str, list[dict]], loads: list[str]) -> dict[str, Any]:
@@ -295,20 +315,38 @@ def report(title: str, rows: dict[str, list[dict]], loads: list[str]) -> dict[st
         return {"title": title, "load": loads, "frameworks": rows}
     base = rows["consortium"]
     ours = {k: median(base, k) for k in ("process_s", "loop_s")}
+    our_acc = {r["seed"]: r["test_accuracy"] for r in base}
     print(f"\n{title}  (medians of {len(base)}; load averages seen: {', '.join(loads)})")
-    head = f"{'':14} {'process s':>10} {'cpu s':>8} {'loop s':>8} {'accuracy':>9}"
-    print(head + f" {'process x':>10} {'loop x':>7}")
+    head = f"{'':14} {'process s':>10} {'cpu s':>8} {'loop s':>8} {'accuracy (mean ± std)':>22}"
+    print(head + f" {'process x':>10} {'loop x':>7} {'acc - ours (pts)':>17}")
     out: dict[str, Any] = {"title": title, "load": loads, "frameworks": {}}
     for name, runs in rows.items():
         med = {k: median(runs, k) for k in ("process_s", "process_cpu_s", "loop_s")}
-        acc = statistics.median(r["test_accuracy"] for r in runs)
+        accs = [r["test_accuracy"] for r in runs]
+        acc, spread = statistics.fmean(accs), statistics.pstdev(accs)
+        # paired by seed: the same members and initial weights on both sides
+        diffs = [
+            100 * (r["test_accuracy"] - our_acc[r["seed"]]) for r in runs if r["seed"] in our_acc
+        ]
+        gap = statistics.fmean(diffs) if diffs else float("nan")
         ratio = {k: med[k] / ours[k] for k in ("process_s", "loop_s")}
         print(
             f"{name:14} {med['process_s']:10.2f} {med['process_cpu_s']:8.1f} "
-            f"{med['loop_s']:8.2f} {acc:9.4f} {ratio['process_s']:9.2f}x {ratio['loop_s']:6.2f}x"
+            f"{med['loop_s']:8.2f} {acc:15.4f} ± {spread:.4f} {ratio['process_s']:9.2f}x "
+            f"{ratio['loop_s']:6.2f}x {gap:+17.2f}"
         )
-        out["frameworks"][name] = {**med, "test_accuracy": acc, "ratios": ratio, "runs": runs}
-    print("(x: the framework's time over consortium's; above 1 means consortium is faster)")
+        out["frameworks"][name] = {
+            **med,
+            "test_accuracy": acc,
+            "test_accuracy_std": spread,
+            "accuracy_gap_points": gap,
+            "ratios": ratio,
+            "runs": runs,
+        }
+    print(
+        "(x: the framework's time over consortium's; above 1 means consortium is faster. "
+        "acc - ours: mean over seeds of the paired accuracy difference, target within 1 point)"
+    )
     return out
 
 
@@ -541,6 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("scenario", choices=[*SCENARIOS, "all"])
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
     p.add_argument("--rounds", type=int, default=None, help="override the job's rounds")
+    p.add_argument("--seed", type=int, default=0, help="repeat r runs seed SEED + r (default 0)")
     p.add_argument("--skip", type=lambda s: s.split(","), default=[], help="e.g. flower,pfl")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds one job may run")

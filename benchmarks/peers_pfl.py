@@ -67,8 +67,8 @@ def load() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndar
 
 
 def main() -> None:
-    torch.manual_seed(0)
-    np.random.seed(0)
+    torch.manual_seed(SPEC.get("seed", 0))
+    np.random.seed(SPEC.get("seed", 0))
     x, y, test_x, test_y, members = load()
 
     slices = {
