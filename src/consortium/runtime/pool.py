@@ -286,8 +286,11 @@ class WorkerPool:
     def start(self) -> None:
         if self._workers:
             return
-        gc.collect()
-        gc.freeze()  # objects alive now never get their pages touched by a worker's collector
+        # Objects alive now never get their pages touched by a worker's collector. No
+        # gc.collect() first: with torch loaded it costs 0.1 s or more of every run's start,
+        # more than a short run's members (garbage frozen here only stays in the workers,
+        # on pages they share with this process).
+        gc.freeze()
         try:
             for index in range(self.size):
                 self._workers.append(self._fork(index))
