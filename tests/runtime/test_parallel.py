@@ -353,7 +353,9 @@ def test_workers_share_the_data_pool_instead_of_copying_it():
         replies = grid.send({c: Message("sum") for c in range(8)}, ReplySpec({}))
         assert sum(r.metrics["sum"] for r in replies.values()) == pytest.approx(pool.sum())
         for pid in grid.worker_pids():
-            assert private_mb(pid) < 60, private_mb(pid)  # not the 200 MB pool
+            # a worker's own pages (torch, a member's 25 MB slice): 55-61 MB here; a copied
+            # pool would add its 200 MB
+            assert private_mb(pid) < 100, private_mb(pid)
 
 
 # -- settings -------------------------------------------------------------------------------
