@@ -104,16 +104,17 @@ def fedra(tmp_path: Path) -> dict:
     }
 
 
-def run(raw: dict, out: Path, workers: int) -> Path:
+def run(raw: dict, out: Path, workers: int, start_workers_after: float = 0.0) -> Path:
     raw = json.loads(json.dumps(raw))
     raw.setdefault("federation", {})["workers"] = workers
+    raw["federation"]["start_workers_after"] = start_workers_after
     exp = experiment_from_dict({"name": "parallel", "seed": 5, "device": "cpu", **raw})
     run_experiment(exp, out, progress=False, console=Console(file=io.StringIO()))
     return out
 
 
 def timing(key: str) -> bool:
-    return key.endswith(("time_s", "cpu_s")) or key == "workers"
+    return key.endswith(("time_s", "cpu_s")) or key in ("workers", "workers_started_round")
 
 
 def without_timing(value):
@@ -147,20 +148,25 @@ def assert_same_run(a: Path, b: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "setting", ["fedavg-scaffold", "aequa", "dmtrl", "fedra", "unlearning"]
+    "setting", ["fedavg-scaffold", "late-start", "aequa", "dmtrl", "fedra", "unlearning"]
 )  # fmt: skip
 def test_two_workers_give_the_serial_run_bit_for_bit(tmp_path, setting):
     raw = {
         "fedavg-scaffold": FEDAVG,
+        "late-start": FEDAVG,
         "aequa": AEQUA,
         "dmtrl": DMTRL,
         "unlearning": UNLEARN,
     }.get(setting) or fedra(tmp_path)
+    # late-start: the first members are served in the run's process, the rest by workers
+    late = 0.05 if setting == "late-start" else 0.0
     serial = run(raw, tmp_path / "serial", workers=1)
-    parallel = run(raw, tmp_path / "parallel", workers=2)
+    parallel = run(raw, tmp_path / "parallel", workers=2, start_workers_after=late)
     assert assert_same_run(serial, parallel) >= 1
     summaries = [json.loads((parallel / m / "summary.json").read_text()) for m in raw["methods"]]
     assert summaries and all(s["workers"] == 2 and s["torch_threads"] == 1 for s in summaries)
+    # the workers served members in every run (from its first exchange unless late)
+    assert all(s["workers_started_round"] is not None for s in summaries)
     if setting == "fedavg-scaffold":
         lines = (serial / "fedavg" / "metrics.jsonl").read_text().splitlines()
         assert sum(len(json.loads(s)["failures"]) for s in lines) > 0  # dropouts were drawn
@@ -286,9 +292,46 @@ def test_member_state_travels_with_each_request_whichever_worker_serves_it():
         assert len(pids) == 2 and os.getpid() not in pids
         # a failing member keeps the state its handler left, as in-process
         assert grid.client_state(2) == {"count": 3}
-        assert grid.run_settings() == {"workers": 2, "torch_threads": 1}
+        assert grid.run_settings() == {
+            "workers": 2,
+            "torch_threads": 1,
+            "workers_started_round": 1,
+        }
         assert grid.cpu_time() > 0
     assert grid.worker_pids() == []
+
+
+def test_a_short_run_is_served_here_and_the_workers_start_once_it_goes_on():
+    app = ClientApp()
+
+    @app.on("spin")
+    def spin(msg, ctx):
+        end = time.process_time() + 0.02
+        while time.process_time() < end:
+            pass
+        ctx.state["n"] = ctx.state.get("n", 0) + 1
+        return msg.reply(metrics={"pid": os.getpid(), "n": ctx.state["n"]})
+
+    with LocalRuntime(app, lambda c: None, 6, workers=2, start_workers_after=0.1) as grid:
+        grid.start_round(1)
+        first = grid.send({c: Message("spin") for c in range(3)}, ReplySpec({}))
+        # 0.06 CPU-s of member work: no worker was started for it
+        assert {r.metrics["pid"] for r in first.values()} == {os.getpid()}
+        assert grid.worker_pids() == [] and grid.run_settings()["workers_started_round"] is None
+        grid.start_round(2)
+        second = grid.send({c: Message("spin") for c in range(6)}, ReplySpec({}))
+        here = [c for c, r in second.items() if r.metrics["pid"] == os.getpid()]
+        # the threshold is crossed inside the exchange: the members after it go to workers
+        assert 1 <= len(here) <= 3 and here == list(range(len(here)))
+        assert len(grid.worker_pids()) == 2
+        assert [second[c].metrics["n"] for c in range(6)] == [2, 2, 2, 1, 1, 1]
+        assert grid.run_settings()["workers_started_round"] == 2
+        grid.start_round(3)
+        third = grid.send({c: Message("spin") for c in range(6)}, ReplySpec({}))
+        assert os.getpid() not in {r.metrics["pid"] for r in third.values()}
+        assert [third[c].metrics["n"] for c in range(6)] == [3, 3, 3, 2, 2, 2]
+    with pytest.raises(ValueError, match="start_workers_after"):
+        LocalRuntime(app, lambda c: None, 2, workers=2, start_workers_after=-1)
 
 
 def test_members_go_to_whichever_worker_is_free():

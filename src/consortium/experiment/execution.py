@@ -60,6 +60,7 @@ def make_grid(exp: Experiment, app: ClientApp, data: Any) -> Grid:
         max_reply_bytes=fed.max_reply_bytes,
         workers=member_workers(exp, data.num_clients),
         torch_threads=fed.torch_threads,
+        start_workers_after=fed.start_workers_after,
         **limits,
     )
 

@@ -8,7 +8,11 @@ is as reproducible as one without.
 
 ``workers > 1`` serves members on a pool of processes forked once per run (see
 :mod:`consortium.runtime.pool`): they share the read-only data pool, receive each request and
-return each reply as bytes, and run with ``torch_threads`` threads. Which member runs where,
+return each reply as bytes, and run with ``torch_threads`` threads. A fresh worker pays a
+one-off warm-up (first touches of the pages it shares with this process, first use of torch's
+kernels: about 0.07-0.1 CPU-s each on a small CNN), which a run of a few seconds' member work
+never earns back; ``start_workers_after`` serves that much member CPU time here first, and
+forks the workers only for a run that goes on. Which member runs where,
 and in which order, changes nothing: each member's randomness comes from its own seed, its
 state travels with its request, and replies are handled in member order, so the run is
 bit-identical to ``workers = 1`` with the same ``torch_threads`` (torch's thread count, not the
@@ -70,9 +74,14 @@ class LocalRuntime(Grid):
         ``test_indices`` when it has them).
     workers
         Processes serving members at once; ``1`` (the default here) serves them one after
-        another in this process. Workers fork from this process at the first exchange, so
-        the data and the handlers must exist by then; use the runtime as a context manager
+        another in this process. Workers fork from this process when members first go to
+        them (see ``start_workers_after``), so the data and the handlers must exist by then; use the runtime as a context manager
         (or call :meth:`close`) to stop them when the run ends.
+    start_workers_after
+        With ``workers > 1``: CPU seconds of member work served in this process (one member
+        after another) before the workers start; ``0`` (the default here) starts them at the
+        first exchange. The members past the threshold go to the workers, within the same
+        exchange; which process served a member changes nothing in the run.
     torch_threads
         torch and BLAS threads a member computes with (in this process while it serves a
         member, and in each worker). More than one needs ``workers = 1``: GNU OpenMP cannot
@@ -93,6 +102,7 @@ class LocalRuntime(Grid):
         data_size: Callable[[int], int | None] | None = None,
         workers: int = 1,
         torch_threads: int = 1,
+        start_workers_after: float = 0.0,
     ) -> None:
         super().__init__(num_clients, seed, min_replies, max_reply_bytes)
         if not 0.0 <= failure_rate < 1.0:
@@ -101,6 +111,8 @@ class LocalRuntime(Grid):
             raise ValueError(f"member_timeout must be > 0 or None, got {member_timeout}")
         if workers < 1 or torch_threads < 1:
             raise ValueError(f"workers, torch_threads must be >= 1, got {workers}, {torch_threads}")
+        if not start_workers_after >= 0:
+            raise ValueError(f"start_workers_after must be >= 0, got {start_workers_after}")
         if workers > 1 and torch_threads > 1:
             raise ValueError(
                 "torch_threads > 1 needs workers = 1: torch's OpenMP threads cannot start in "
@@ -113,6 +125,9 @@ class LocalRuntime(Grid):
         self.data_size = data_size
         self.workers = workers
         self.torch_threads = torch_threads
+        self.start_workers_after = start_workers_after
+        self._inline_cpu = 0.0  # member CPU seconds served here while workers > 1
+        self.workers_started_round: int | None = None
         self._states: dict[int, dict[str, Any]] = {}
         self._exchanges = 0
         self._pool: WorkerPool | None = None
@@ -141,27 +156,45 @@ class LocalRuntime(Grid):
         def answered(done: int) -> None:
             self._report_progress(dropped + done, asked)
 
-        if self.workers > 1 and tasks:
-            outcomes = self._worker_pool().run(tasks, progress=answered)
-        else:
-            outcomes = {}
-            with compute_threads(self.torch_threads):
-                for t in tasks:
-                    answered(len(outcomes))
-                    outcomes[t.cid] = self._serve(t, own_copy=True)
+        outcomes: dict[int, Outcome] = {}
+        inline = tasks if self.workers == 1 else self._served_here(tasks)
+        with compute_threads(self.torch_threads):
+            for t in inline:
+                answered(len(outcomes))
+                start = time.process_time()
+                outcomes[t.cid] = self._serve(t, own_copy=True)
+                if self.workers > 1:
+                    self._inline_cpu += time.process_time() - start
+                    if self._inline_cpu >= self.start_workers_after:
+                        break  # the rest of this exchange goes to the workers
+        rest = [t for t in tasks if t.cid not in outcomes]
+        if rest:
+            if self.workers_started_round is None:
+                self.workers_started_round = self.round
+            done = len(outcomes)
+            pooled = self._worker_pool().run(rest, progress=lambda n: answered(done + n))
+            outcomes.update(pooled)
         replies: dict[int, Any] = {}
         for cid in sorted(outcomes):
-            answered, value, state = outcomes[cid]
+            ok, value, state = outcomes[cid]
             if state is not None:
                 if state:
                     self._states[cid] = state
                 else:
                     self._states.pop(cid, None)
-            if answered:
+            if ok:
                 replies[cid] = value
             else:
                 failures[cid] = value
         return replies, dict(sorted(failures.items()))
+
+    def _served_here(self, tasks: list[Task]) -> list[Task]:
+        """With workers: the tasks this process may still serve itself (all, in order, while
+        the member CPU served here is under ``start_workers_after``; none once they run)."""
+        started = self._pool is not None and self._pool.started
+        if started or self._inline_cpu >= self.start_workers_after:
+            return []
+        return tasks
 
     def _serve(self, task: Task, own_copy: bool = False) -> Outcome:
         """Run one member's handler on one request (here, or inside a worker)."""
@@ -219,7 +252,11 @@ class LocalRuntime(Grid):
         return time.process_time() + self._worker_cpu + pool
 
     def run_settings(self) -> dict[str, Any]:
-        return {"workers": self.workers, "torch_threads": self.torch_threads}
+        settings: dict[str, Any] = {"workers": self.workers, "torch_threads": self.torch_threads}
+        if self.workers > 1:
+            # Whether (and from which round) the workers ran: a short run may end before.
+            settings["workers_started_round"] = self.workers_started_round
+        return settings
 
     # -- what the grid asks of a runtime ------------------------------------------------------
 
