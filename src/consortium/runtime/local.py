@@ -75,8 +75,9 @@ class LocalRuntime(Grid):
     workers
         Processes serving members at once; ``1`` (the default here) serves them one after
         another in this process. Workers fork from this process when members first go to
-        them (see ``start_workers_after``), so the data and the handlers must exist by then; use the runtime as a context manager
-        (or call :meth:`close`) to stop them when the run ends.
+        them (see ``start_workers_after``), so the data and the handlers must exist by then;
+        use the runtime as a context manager (or call :meth:`close`) to stop them when the
+        run ends.
     start_workers_after
         With ``workers > 1``: CPU seconds of member work served in this process (one member
         after another) before the workers start; ``0`` (the default here) starts them at the
@@ -129,6 +130,7 @@ class LocalRuntime(Grid):
         self._inline_cpu = 0.0  # member CPU seconds served here while workers > 1
         self.workers_started_round: int | None = None
         self._states: dict[int, dict[str, Any]] = {}
+        self._sizes: dict[int, int] = {}
         self._exchanges = 0
         self._pool: WorkerPool | None = None
         self._closer: weakref.finalize | None = None
@@ -167,7 +169,11 @@ class LocalRuntime(Grid):
                     self._inline_cpu += time.process_time() - start
                     if self._inline_cpu >= self.start_workers_after:
                         break  # the rest of this exchange goes to the workers
-        rest = [t for t in tasks if t.cid not in outcomes]
+        # Largest members first: the pool hands out requests as workers free up, so an exchange
+        # ends sooner when the long ones start early and the short ones fill in behind them.
+        rest = sorted(
+            (t for t in tasks if t.cid not in outcomes), key=lambda t: -self._size_hint(t.cid)
+        )
         if rest:
             if self.workers_started_round is None:
                 self.workers_started_round = self.round
@@ -187,6 +193,13 @@ class LocalRuntime(Grid):
             else:
                 failures[cid] = value
         return replies, dict(sorted(failures.items()))
+
+    def _size_hint(self, cid: int) -> int:
+        """Samples member ``cid`` holds (0 when unknown): how long its request should take."""
+        size = self._sizes.get(cid)
+        if size is None:
+            size = self._sizes[cid] = self.declared_size(cid) or 0
+        return size
 
     def _served_here(self, tasks: list[Task]) -> list[Task]:
         """With workers: the tasks this process may still serve itself (all, in order, while

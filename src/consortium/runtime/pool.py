@@ -254,8 +254,8 @@ class WorkerPool:
         is stopped and replaced.
     depth
         Requests a worker holds at once (the one it runs and those queued behind it). Members
-        are handed out as workers free up, so a slow worker (or one sharing its core) serves
-        fewer of them.
+        are handed out in the order given, one to each worker first, then as workers free up,
+        so a slow worker (or one sharing its core) serves fewer of them.
     """
 
     def __init__(
@@ -345,8 +345,9 @@ class WorkerPool:
         pending = deque(tasks)
         outcomes: dict[int, Outcome] = {}
         encoded: dict[int, bytes] = {}  # one pickling per distinct request (broadcasts)
-        for worker in self._workers:
-            self._top_up(worker, pending, encoded)
+        for level in range(1, self.depth + 1):  # one request each first, then the next ...
+            for worker in self._workers:
+                self._top_up(worker, pending, encoded, level)
         while any(w.inflight for w in self._workers):
             busy = [w for w in self._workers if w.inflight]
             nearest = min(w.deadline for w in busy)
@@ -369,8 +370,14 @@ class WorkerPool:
     def _late(self) -> str:
         return f"no reply within member_timeout={self.timeout:g} s"
 
-    def _top_up(self, worker: _Worker, pending: deque[Task], encoded: dict[int, bytes]) -> None:
-        while pending and len(worker.inflight) < self.depth:
+    def _top_up(
+        self,
+        worker: _Worker,
+        pending: deque[Task],
+        encoded: dict[int, bytes],
+        depth: int | None = None,
+    ) -> None:
+        while pending and len(worker.inflight) < (depth or self.depth):
             task = pending.popleft()
             key = id(task.message)
             if key not in encoded:
