@@ -351,6 +351,36 @@ def test_members_go_to_whichever_worker_is_free():
     assert len(served_by_slow) <= 2 and len(replies) == 8
 
 
+def test_the_largest_members_go_out_first_one_to_each_worker(monkeypatch):
+    from types import SimpleNamespace
+
+    from consortium.runtime.pool import WorkerPool
+
+    sizes = [3, 40, 5, 30, 1, 20]
+    views = [SimpleNamespace(train_indices=np.arange(n), test_indices=np.arange(0)) for n in sizes]
+    handed: list[list[int]] = []
+    original = WorkerPool.run
+
+    def recording(self, tasks, progress=None):
+        handed.append([t.cid for t in tasks])
+        return original(self, tasks, progress)
+
+    monkeypatch.setattr(WorkerPool, "run", recording)
+    app = ClientApp()
+
+    @app.on("work")
+    def work(msg, ctx):
+        time.sleep(0.05)
+        return msg.reply(metrics={"pid": os.getpid()})
+
+    with LocalRuntime(app, lambda c: views[c], 6, workers=2) as grid:
+        grid.start_round(1)
+        replies = grid.send({c: Message("work") for c in range(6)}, ReplySpec({}))
+    assert handed == [[1, 3, 5, 2, 0, 4]]  # by size, largest first
+    # the two largest start at once, on different workers (not one queued behind the other)
+    assert replies[1].metrics["pid"] != replies[3].metrics["pid"]
+
+
 def test_ctrl_c_stops_the_workers():
     grid = LocalRuntime(counting_app(), lambda c: None, 2, workers=2)
     grid.start_round(1)
