@@ -1,4 +1,5 @@
-"""Local training: the SGD step is torch's, bit for bit, without torch's first-use import."""
+"""Local training: the SGD and Adam steps are torch's, bit for bit, without torch's first-use
+import."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from consortium.models import build_model, get_arrays
-from consortium.training import SGD, LocalTrainConfig, make_optimizer, train_local
+from consortium.training import SGD, Adam, LocalTrainConfig, make_optimizer, train_local
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,34 @@ def test_sgd_matches_torch_optim_sgd_bit_for_bit(momentum, weight_decay, lr):
     assert any(k.endswith("weight") for k in finals[0])
 
 
-def test_sgd_skips_frozen_parameters_and_keeps_adam_from_torch():
+@pytest.mark.parametrize(("lr", "weight_decay"), [(1e-3, 0.0), (0.1, 0.0), (0.01, 1e-2)])
+def test_adam_matches_torch_optim_adam_bit_for_bit(lr, weight_decay):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    batches = [rng.permutation(64)[:16] for _ in range(8)]
+    finals = []
+    for make in (
+        lambda p: Adam(p, lr=lr, weight_decay=weight_decay),
+        lambda p: torch.optim.Adam(p, lr=lr, weight_decay=weight_decay),
+    ):
+        torch.manual_seed(2)
+        model = build_model("cnn", (1, 8, 8), 10)
+        params = list(model.parameters())
+        params[0].requires_grad_(False)  # a frozen tensor gets no state and no step
+        opt = make(params)
+        for idx in batches:
+            loss = torch.nn.functional.cross_entropy(
+                model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx])
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        finals.append(get_arrays(model))
+    assert all(np.array_equal(finals[0][k], finals[1][k]) for k in finals[0])
+
+
+def test_sgd_skips_frozen_parameters_and_opacus_gets_torch_optimisers():
     frozen, live = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
     opt = SGD([frozen, live], lr=0.5, momentum=0.9)
     live.grad = torch.ones(3)
@@ -49,18 +77,22 @@ def test_sgd_skips_frozen_parameters_and_keeps_adam_from_torch():
     assert torch.equal(frozen, torch.ones(3)) and torch.equal(live, torch.full((3,), 0.5))
     opt.zero_grad(set_to_none=False)
     assert torch.equal(live.grad, torch.zeros(3))
-    adam = make_optimizer([live], LocalTrainConfig(optimizer="adam"))
-    assert isinstance(adam, torch.optim.Adam)
+    cfg = LocalTrainConfig(optimizer="adam")
+    assert isinstance(make_optimizer([live], cfg), Adam)
+    assert isinstance(make_optimizer([live], cfg, torch_optim=True), torch.optim.Adam)
 
 
 def test_training_a_member_does_not_import_torch_dynamo():
     code = (
-        "import sys, numpy as np\n"
+        "import sys, numpy as np, torch\n"
         "from consortium.models import build_model\n"
         "from consortium.training import LocalTrainConfig, train_local\n"
+        "from consortium.metrics.unlearning import invert_classes\n"
         "m = build_model('cnn', (1, 8, 8), 10)\n"
         "x = np.zeros((20, 1, 8, 8), np.float32); y = np.zeros(20, np.int64)\n"
         "train_local(m, x, y, np.arange(20), LocalTrainConfig(), 0)\n"
+        "train_local(m, x, y, np.arange(20), LocalTrainConfig(optimizer='adam'), 0)\n"
+        "invert_classes(m, torch.tensor([1, 2]), torch.zeros(2, 1, 8, 8), torch.sigmoid, steps=2)\n"
         "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -86,7 +86,7 @@ class FederationSection(ScheduleConfig):
         1, ge=1, description="torch/BLAS threads of the run and each worker (> 1: workers = 1)"
     )
     start_workers_after: float = Field(
-        0.3,
+        0.5,
         ge=0,
         description="local runtime: member CPU seconds served in the run's process before "
         "the workers start (a short run never pays their start-up; 0: from the first round)",

@@ -42,7 +42,7 @@ from torch import nn
 
 from consortium.core.message import Arrays
 from consortium.models.weights import set_arrays
-from consortium.training import LocalTrainConfig, eval_batch_size, evaluate, train_local
+from consortium.training import Adam, LocalTrainConfig, eval_batch_size, evaluate, train_local
 
 #: Figures whose distance to the retrained model's :meth:`UnlearningAuditor.compare` reports.
 #: Not ``mia_loss``: a model whose forgotten class's output was only turned down raises the
@@ -140,7 +140,7 @@ def invert_classes(
     for p in model.parameters():
         p.requires_grad_(False)
     raw = start.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([raw], lr=lr)
+    opt = Adam([raw], lr=lr)
     try:
         for _ in range(steps):
             loss = F.cross_entropy(model(make_input(raw)), labels) + penalty * (raw**2).mean()

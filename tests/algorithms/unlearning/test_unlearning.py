@@ -1,5 +1,7 @@
 """Explanation-guided unlearning: the mask, what crosses the wire, and forgetting on digits."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -131,6 +133,32 @@ def test_server_scheme_needs_no_member_data_for_fine_tuning(trained):
             data.input_shape,
             "cpu",
         )
+
+
+def test_server_scheme_lowers_the_row_by_what_the_members_report(trained):
+    """When the class still stands out on the members' samples after a server round (their
+    class margin > 0), the next round lowers the row on the impressions twice as far plus
+    that margin, instead of repeating the same round."""
+    data, model_fn, weights = trained
+    cfg = SelectiveUnlearningConfig(
+        ratio=0.1,
+        rounds=3,
+        scheme="server",
+        class_score_quantile=0.0,
+        local=LocalTrainConfig(lr=0.01),
+    )
+    wf = SelectiveUnlearning(
+        cfg, UnlearningRequest("class", class_id=3), model_fn, weights, 10, data.input_shape, "cpu"
+    )
+    result = run_workflow(wf, grid_for(data, model_fn), progress=False)
+    rounds = [r for r in result.rounds if r.get("phase") == "train" and "row_slack" in r]
+    assert rounds[0]["row_slack"] == cfg.server_row_slack
+    assert rounds[0]["members_class_margin"] > 0  # quantile 0: the class still stands out
+    for before, after in itertools.pairwise(rounds):
+        margin = before["members_class_margin"]
+        grown = 2 * before["row_slack"] + margin if margin > 0 else before["row_slack"]
+        assert after["row_slack"] == pytest.approx(grown)
+    assert rounds[1]["members_class_margin"] < rounds[0]["members_class_margin"]
 
 
 def test_tfidf_prune_zeroes_and_keeps_pruned_channels(trained):

@@ -24,9 +24,10 @@ from consortium.algorithms.unlearning.losses import forget_term, masked_steps
 from consortium.algorithms.unlearning.request import FORGET_IDS, UnlearningRequest
 from consortium.algorithms.unlearning.stopping import (
     ForgetCriterion,
+    class_margin,
     criterion_for,
-    model_class_margin,
     retire_class_row,
+    scored_logits,
 )
 from consortium.core.aggregation import gather_masked
 from consortium.core.client import ClientApp, ClientContext
@@ -122,19 +123,22 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
             rule = criterion_for(req, level, model, held_out)
             if rule.min_loss is not None:
                 ctx.state[key] = rule.min_loss
-        met, figures = rule.check(model, data.x[forget], data.y[forget])
+        dev = scratch.device
+        fx = torch.from_numpy(data.x[forget]).to(dev)
+        # One forward pass over the forget samples serves both tests.
+        logits = scored_logits(model, fx)
+        met, figures = rule.check(logits, torch.from_numpy(data.y[forget]).to(dev))
         scores = None
         if req.kind == "class" and len(retain):
             ref = _subsample(retain, int(msg.config.get("explain_samples", 64)), ctx.seed + 3)
-            dev = scratch.device
             scores = (
                 int(req.class_id),  # type: ignore[arg-type]
-                torch.from_numpy(data.x[forget]).to(dev),
+                fx,
                 torch.from_numpy(data.x[ref]).to(dev),
                 torch.from_numpy(data.y[ref]).to(dev),
                 float(msg.config.get("class_score_quantile", 0.9)),
             )
-            margin = model_class_margin(model, scores[0], scores[1], scores[2], scores[4])
+            margin = class_margin(logits, scored_logits(model, scores[2]), scores[0], scores[4])
             figures["class_margin"] = margin
             met = met and margin <= 0
         return rule, scores, met, figures
@@ -171,7 +175,9 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
                 arrays=unchanged, metrics={"num_examples": 0.0, "num_forget": 0.0, "forgotten": 1.0}
             )
         data = ctx.data
-        fx, fy = data.x[forget], data.y[forget]
+        dev = scratch.device
+        fx = torch.from_numpy(data.x[forget]).to(dev)
+        fy = torch.from_numpy(data.y[forget]).to(dev)
         rule, scores, met, before = verdict(msg, ctx, model, forget, retain)
         stats = {"num_forget": float(len(forget)), **before}
         if met:
@@ -179,7 +185,6 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
                 arrays=unchanged, metrics={"num_examples": 0.0, "forgotten": 1.0, **stats}
             )
         cfg = LocalTrainConfig.from_config(msg.config)
-        dev = scratch.device
         share = float(msg.config.get("retain_fraction", 1.0))
         if share < 1 and len(retain):
             retain = _subsample(retain, max(1, round(share * len(retain))), ctx.seed + 2)

@@ -117,6 +117,13 @@ class SelectiveUnlearningConfig(SelectiveOptions):
     server_steps: int = Field(
         3, ge=1, description="server scheme: masked fine-tuning steps between member checks"
     )
+    server_row_slack: float = Field(
+        3.0,
+        ge=0,
+        description="server scheme: how far (log-odds) the class's output row is lowered past "
+        "the class-score line on the class impressions; doubled, plus the members' margin, "
+        "after a round the members find the class still standing out on their samples",
+    )
 
 
 class BaselineConfig(Options):

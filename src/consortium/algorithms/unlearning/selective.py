@@ -250,6 +250,13 @@ class SelectiveUnlearning(UnlearningWorkflow):
             num_classes=self.num_classes,
             seed=derive_seed(grid.seed, "server-loss", rnd),
         )
+        # The class impressions stand in for the members' samples of the class, imperfectly:
+        # the class can stop standing out on them and still stand out on the real ones. So the
+        # server lowers the row past the line on the impressions (``server_row_slack``), and
+        # when the members still find the class standing out (their class margin > 0) the next
+        # round doubles that distance and adds their margin, instead of repeating a round that
+        # changes nothing.
+        slack = cfg.server_row_slack + float(self.extra_state.get("row_shift", 0.0))
         if cfg.include_output_row:
             retire_class_row(
                 model,
@@ -260,13 +267,18 @@ class SelectiveUnlearning(UnlearningWorkflow):
                 cfg.local,
                 quantile=cfg.class_score_quantile,
                 max_steps=cfg.row_steps,
+                slack=slack,
             )
         weights = get_arrays(model)
         msg = self.request_message("unlearn_check", weights, self._criteria())
         replies = grid.send({c: msg for c in self._holders(grid)}, expect=ReplySpec({}))
         self.weights = weights
         self.extra_state["perturbation"] = data
-        return {"train_loss": loss, **self._checked(replies, rnd)[0]}
+        checked = self._checked(replies, rnd)[0]
+        margin = checked.get("members_class_margin")
+        if margin is not None and margin > 0:
+            self.extra_state["row_shift"] = 2 * slack + margin - cfg.server_row_slack
+        return {"train_loss": loss, "row_slack": slack, **checked}
 
     def _perturbation_data(self, grid: Grid, target: int) -> dict[str, np.ndarray]:
         """Class impressions of the model being unlearned, made once: those of the kept
