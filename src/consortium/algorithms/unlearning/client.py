@@ -104,10 +104,16 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
         return msg.reply(arrays=arrays, metrics={"num_examples": float(len(idx))})
 
     def verdict(
-        msg: Message, ctx: ClientContext, model: nn.Module, forget: np.ndarray, retain: np.ndarray
+        msg: Message,
+        ctx: ClientContext,
+        model: nn.Module,
+        forget: np.ndarray,
+        retain: np.ndarray,
+        judge: bool = True,
     ) -> tuple[ForgetCriterion, Any, bool, dict[str, Any]]:
         """This member's criterion, the class-score test's samples (class requests; else
-        None), whether the model meets both, and the figures it reports."""
+        None), whether the model meets both, and the figures it reports (``judge=False``:
+        not tested, no figures)."""
         req = UnlearningRequest.from_message(msg.config, msg.arrays)
         data = ctx.data
         held = data.test_indices
@@ -125,9 +131,6 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
                 ctx.state[key] = rule.min_loss
         dev = scratch.device
         fx = torch.from_numpy(data.x[forget]).to(dev)
-        # One forward pass over the forget samples serves both tests.
-        logits = scored_logits(model, fx)
-        met, figures = rule.check(logits, torch.from_numpy(data.y[forget]).to(dev))
         scores = None
         if req.kind == "class" and len(retain):
             ref = _subsample(retain, int(msg.config.get("explain_samples", 64)), ctx.seed + 3)
@@ -138,6 +141,12 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
                 torch.from_numpy(data.y[ref]).to(dev),
                 float(msg.config.get("class_score_quantile", 0.9)),
             )
+        if not judge:
+            return rule, scores, False, {}
+        # One forward pass over the forget samples serves both tests.
+        logits = scored_logits(model, fx)
+        met, figures = rule.check(logits, torch.from_numpy(data.y[forget]).to(dev))
+        if scores is not None:
             margin = class_margin(logits, scored_logits(model, scores[2]), scores[0], scores[4])
             figures["class_margin"] = margin
             met = met and margin <= 0
@@ -178,7 +187,8 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
         dev = scratch.device
         fx = torch.from_numpy(data.x[forget]).to(dev)
         fy = torch.from_numpy(data.y[forget]).to(dev)
-        rule, scores, met, before = verdict(msg, ctx, model, forget, retain)
+        judge = bool(msg.config.get("judge_received", True))
+        rule, scores, met, before = verdict(msg, ctx, model, forget, retain, judge)
         stats = {"num_forget": float(len(forget)), **before}
         if met:
             return msg.reply(
@@ -204,7 +214,7 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
                 yield (*tensors(rb), *tensors(f_batches[i % len(f_batches)]))
 
         loss, steps = 0.0, 0
-        if not rule.holds(before["forget_accuracy"], before["forget_loss"]):
+        if not judge or not rule.holds(before["forget_accuracy"], before["forget_loss"]):
             loss, steps = masked_steps(
                 model,
                 mask,

@@ -161,6 +161,10 @@ class SelectiveUnlearning(UnlearningWorkflow):
                 "forget_loss": cfg.forget_loss,
                 "retain_fraction": cfg.retain_fraction,
                 "forget_weight": cfg.forget_weight,
+                # The first round's model is the one asked to forget a class it was trained
+                # on: the members need not spend a pass over their forget samples to find it
+                # not forgotten (were it forgotten, their first step's check stops them).
+                "judge_received": not (rnd == 1 and self.request.kind == "class"),
                 **self._criteria(),
             },
         )
@@ -205,8 +209,8 @@ class SelectiveUnlearning(UnlearningWorkflow):
         member holding forget data finds it forgotten by its own criterion."""
         holding = [r for r in replies.values() if r.metrics.get("num_forget", 0.0) > 0]
         out: dict[str, Any] = {}
-        if not holding:
-            return out, False
+        if not holding or any("forget_accuracy" not in r.metrics for r in holding):
+            return out, False  # (not judged: the first round of a class request)
         n = np.array([r.metrics["num_forget"] for r in holding])
         acc = np.array([r.metrics.get("forget_accuracy", 1.0) for r in holding])
         out["members_forget_accuracy"] = float((n * acc).sum() / n.sum())
