@@ -331,6 +331,33 @@ def test_members_stop_once_forgotten_and_the_server_stops_asking(trained):
     assert f1 <= 0.02
 
 
+def test_first_round_of_a_class_request_does_not_judge_the_original(trained):
+    """The original was trained on the class: members skip the pass that would find it not
+    forgotten, and report no figures for it; a member's request is still judged, since its
+    samples may already sit at unseen samples' loss."""
+    data, model_fn, weights = trained
+
+    def first_round(request):
+        cfg = SelectiveUnlearningConfig(rounds=2)
+        wf = SelectiveUnlearning(cfg, request, model_fn, weights, 10, data.input_shape, "cpu")
+        grid = grid_for(data, model_fn, RecordingRuntime)
+        result = run_workflow(wf, grid, progress=False)
+        replies = [r for kind, _, r in grid.log if kind == "unlearn_train"]
+        return result, replies[: len({c for kind, c, _ in grid.log if kind == "unlearn_train"})]
+
+    result, replies = first_round(UnlearningRequest("class", class_id=3))
+    holding = [r for r in replies if r.metrics["num_forget"] > 0]
+    assert holding and all("forget_accuracy" not in r.metrics for r in holding)
+    assert all(r.metrics["steps"] >= 1 for r in holding)
+    train = [r for r in result.rounds if r.get("phase") == "train"]
+    assert "members_forget_accuracy" not in train[0]  # no made-up figure for the original
+    assert train[1]["members_forget_accuracy"] <= 0.02
+
+    _, replies = first_round(UnlearningRequest("client", client_id=1))
+    holding = [r for r in replies if r.metrics["num_forget"] > 0]
+    assert holding and all("forget_accuracy" in r.metrics for r in holding)
+
+
 def test_only_members_holding_forget_data_fine_tune(trained):
     data, model_fn, weights = trained
     request = UnlearningRequest("class_at_client", class_id=5, client_id=2)
