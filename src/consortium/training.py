@@ -127,6 +127,14 @@ def poisson_batches(
     return [indices[rng.random(len(indices)) < sample_rate] for _ in range(steps)]
 
 
+def _zero_grad(params: list[torch.Tensor], set_to_none: bool) -> None:
+    for p in params:
+        if set_to_none:
+            p.grad = None
+        elif p.grad is not None:
+            p.grad.zero_()
+
+
 class SGD:
     """SGD with momentum and weight decay: ``torch.optim.SGD``'s update, step for step.
 
@@ -143,11 +151,7 @@ class SGD:
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
+        _zero_grad(self.params, set_to_none)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -191,7 +195,7 @@ class Adam:
         self.steps = [0] * len(self.params)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        SGD.zero_grad(self, set_to_none)  # type: ignore[arg-type]
+        _zero_grad(self.params, set_to_none)
 
     @torch.no_grad()
     def step(self) -> None:
