@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consortium.algorithms.unlearning import UnlearnConfig
-from consortium.config import ConfigError
+from consortium.config import ConfigError, validate
 from consortium.data import DatasetNotFoundError, build_data
 from consortium.experiment.actions import run_action
 from consortium.experiment.config import Experiment, apply_overrides, build_experiment
@@ -156,7 +156,11 @@ def run_partition(args: argparse.Namespace, partition: str, console: Console) ->
             ):
                 console.print(f"[dim]{partition}, {label}, seed {seed}: in rows.json[/dim]")
                 continue
-            cfg = UnlearnConfig(**fields, methods=args.methods, relearn_rounds=args.relearn_rounds)
+            cfg = UnlearnConfig(
+                **{**args.options, **fields},
+                methods=args.methods,
+                relearn_rounds=args.relearn_rounds,
+            )
             t0 = time.perf_counter()
             summaries = run_action(
                 exp,
@@ -180,6 +184,7 @@ def run_partition(args: argparse.Namespace, partition: str, console: Console) ->
                     for key in ("retain_test_accuracy", "member_retain_accuracy")
                 }
                 row = {"partition": partition, "request": label, "kind": fields["kind"]}
+                row["options"] = args.options
                 # (The summary's own "request" is the folder tag: the label wins.)
                 ROWS.append({**s, **refs, **row, "seed": seed, "method": name})
             took = time.perf_counter() - t0
@@ -258,6 +263,8 @@ def report(rows: list[dict], args: argparse.Namespace, console: Console) -> str:
                 md.append(f"| {method} | " + " | ".join(cells) + " |")
             console.print(table)
             lines += [f"**{title}**", "", *md, ""]
+    if args.options:
+        lines += [f"options other than the defaults: {args.options}", ""]
     checked = [r for r in rows if r["method"] in CHECKED]
     missed = [(r, misses(r)) for r in checked if misses(r)]
     summary = (
@@ -292,6 +299,14 @@ def main() -> None:
     p.add_argument("--relearn-rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3, help="timings of the short methods")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an [unlearn] option other than the defaults, for every request (repeatable; "
+        "VALUE is read as JSON, else as a string), e.g. --option forget_weight=0.5",
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -309,12 +324,30 @@ def main() -> None:
         if args.methods
         else list(UnlearnConfig.model_fields["methods"].default_factory())
     )
+    args.options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--option {item!r}: write KEY=VALUE")
+        try:
+            args.options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.options[key] = value
+    try:
+        validate(UnlearnConfig, {**args.options, "kind": "class", "class_id": 0}, "--option")
+    except ConfigError as err:
+        p.error(str(err))
     args.out = args.out or Path(tempfile.mkdtemp(prefix=f"unlearning-{args.dataset}-"))
     args.out.mkdir(parents=True, exist_ok=True)
     console = Console(width=max(Console().width, 160))  # the tables have 11 columns
     console.print(f"results under {args.out}")
+    if args.options:
+        console.print(f"options other than the defaults: {args.options}")
     if (args.out / "rows.json").exists():  # an earlier, partial run: its rows are kept
-        ROWS.extend(json.loads((args.out / "rows.json").read_text()))
+        earlier = json.loads((args.out / "rows.json").read_text())
+        ROWS.extend(r for r in earlier if r.get("options", {}) == args.options)
+        if len(ROWS) < len(earlier):
+            console.print(f"[dim]{len(earlier) - len(ROWS)} rows with other options ignored[/dim]")
     try:
         for partition in args.partitions:
             run_partition(args, partition, console)
