@@ -110,6 +110,7 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
         forget: np.ndarray,
         retain: np.ndarray,
         judge: bool = True,
+        fx: torch.Tensor | None = None,
     ) -> tuple[ForgetCriterion, Any, bool, dict[str, Any]]:
         """This member's criterion, the class-score test's samples (class requests; else
         None), whether the model meets both, and the figures it reports (``judge=False``:
@@ -130,7 +131,8 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
             if rule.min_loss is not None:
                 ctx.state[key] = rule.min_loss
         dev = scratch.device
-        fx = torch.from_numpy(data.x[forget]).to(dev)
+        if fx is None:  # (the forget samples as a tensor, when the caller has them already)
+            fx = torch.from_numpy(data.x[forget]).to(dev)
         scores = None
         if req.kind == "class" and len(retain):
             ref = _subsample(retain, int(msg.config.get("explain_samples", 64)), ctx.seed + 3)
@@ -188,7 +190,7 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
         fx = torch.from_numpy(data.x[forget]).to(dev)
         fy = torch.from_numpy(data.y[forget]).to(dev)
         judge = bool(msg.config.get("judge_received", True))
-        rule, scores, met, before = verdict(msg, ctx, model, forget, retain, judge)
+        rule, scores, met, before = verdict(msg, ctx, model, forget, retain, judge, fx)
         stats = {"num_forget": float(len(forget)), **before}
         if met:
             return msg.reply(
