@@ -320,6 +320,49 @@ def stop_at(rnd):
     return cb
 
 
+class StopsAfter(Scripted):
+    """Its stopping rule holds once ``after`` rounds are done (0: before the first)."""
+
+    name = "scripted"
+
+    def __init__(self, after, **kw):
+        super().__init__(**kw)
+        self.after = after
+
+    @property
+    def should_stop(self):
+        return self.done >= self.after
+
+
+def test_a_met_stopping_rule_ends_the_rounds_and_the_summary_counts_those_that_ran(tmp_path):
+    wf = StopsAfter(2, num_rounds=5)
+    result = quiet(wf, run_dir=tmp_path)
+    assert wf.seen == [("setup", 0), ("round", 1), ("round", 2), ("finish", 6)]
+    assert [r["round"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert result.summary["status"] == "complete" and result.summary["done"] == 2
+    assert (result.summary["rounds"], result.summary["round_budget"]) == (2, 5)
+
+
+def test_a_stopping_rule_met_at_once_runs_no_round_and_is_not_a_failure(tmp_path):
+    wf = StopsAfter(0, num_rounds=3)
+    result = quiet(wf, run_dir=tmp_path)
+    assert wf.seen == [("setup", 0), ("finish", 4)]
+    assert result.summary["status"] == "complete" and result.summary["rounds"] == 0
+
+
+def test_a_resumed_run_whose_rule_was_met_runs_no_more_rounds(tmp_path):
+    class CrashesInFinish(StopsAfter):
+        def finish(self, grid):
+            raise Stop
+
+    with pytest.raises(Stop):
+        quiet(CrashesInFinish(2, num_rounds=5), run_dir=tmp_path)
+    assert load_checkpoint(tmp_path)["next_round"] == 3
+    wf = StopsAfter(2, num_rounds=5)
+    result = quiet(wf, run_dir=tmp_path, resume=True)
+    assert wf.seen == [("finish", 6)] and result.summary["rounds"] == 2
+
+
 def test_resume_after_a_crash_in_round_1_redoes_round_1(tmp_path, caplog):
     with pytest.raises(Stop):
         quiet(Scripted(), run_dir=tmp_path, callbacks=[stop_at(1)])

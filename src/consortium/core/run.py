@@ -402,6 +402,9 @@ class _Loop:
                     self.record(0, setup, *self.took, "setup")
                 self.checkpoint(1)
             for rnd in range(start, wf.num_rounds + 1):
+                if wf.should_stop:  # its stopping rule was met: the rounds left have nothing to do
+                    bar.update(task, total=rnd - 1, completed=rnd - 1)
+                    break
                 grid.progress = show(f"round {rnd}")
                 grid.start_round(rnd)
                 metrics = self.timed(partial(_skip_short, wf, grid, rnd))
@@ -412,12 +415,15 @@ class _Loop:
                 shown["text"] = f"{text} [yellow]skipped {skipped}[/yellow]" if skipped else text
                 bar.update(task, advance=1, live=shown["text"])
 
-            trained = [r for r in self.rounds if r.get("phase") == "train" and "skipped" not in r]
-            if wf.num_rounds >= 1 and not trained:
+            ran = [r for r in self.rounds if r.get("phase") == "train"]
+            trained = [r for r in ran if "skipped" not in r]
+            # No round at all is fine when the stopping rule held before the first one.
+            if wf.num_rounds >= 1 and not trained and (ran or not wf.should_stop):
                 self.took = (0.0, 0.0)
                 grid.start_round(last)
                 reason = next((r["skipped"] for r in reversed(self.rounds) if "skipped" in r), "")
-                why = f"no round succeeded: all {wf.num_rounds} were skipped (last: {reason})"
+                count = len(ran) if wf.should_stop else wf.num_rounds
+                why = f"no round succeeded: all {count} were skipped (last: {reason})"
                 raise self.stop(why, last, "finish", lines=list(self.rounds))
 
             grid.progress = show("final phase")
@@ -483,7 +489,10 @@ def _totals(
     lines = [*rounds, finish]
     return {
         "workflow": wf.name,
-        "rounds": wf.num_rounds,
+        # The rounds that ran (skipped ones included): fewer than the budget when the
+        # workflow's stopping rule ended them early, or the run stopped before them.
+        "rounds": sum(1 for r in rounds if r.get("phase") == "train"),
+        "round_budget": wf.num_rounds,
         "rounds_skipped": sum(1 for r in rounds if "skipped" in r),
         "client_failures": sum(len(r.get("failures", {})) for r in lines),
         "replies_rejected": sum(len(r.get("rejected", {})) for r in lines),

@@ -25,6 +25,7 @@ class Workflow(ABC):
     * :meth:`run_round` runs rounds ``1..num_rounds`` and returns that round's metrics. It must
       change its own state only after ``grid.send`` returned: a round whose send raises is
       skipped, and the workflow must be as it was before it.
+    * :attr:`should_stop` ends the rounds early once the workflow's stopping rule is met.
     * :meth:`finish` runs once after the last round (final evaluation, reward allocation) and
       returns the run's summary.
     * Too few replies in :meth:`setup` or :meth:`finish` make the run loop try the phase
@@ -46,6 +47,14 @@ class Workflow(ABC):
     @abstractmethod
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
         """One round; returns JSON-ready metrics for the per-round log."""
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether a stopping rule of the workflow has been met (a certified optimum, data
+        found forgotten): the run loop then runs no more rounds and goes on to :meth:`finish`,
+        and the summary's ``rounds`` counts the rounds that ran. Part of the state: it must
+        follow from what :meth:`load_state_dict` restores."""
+        return False
 
     def finish(self, grid: Grid) -> dict[str, Any]:
         """Phase after the last round; returns the run summary."""

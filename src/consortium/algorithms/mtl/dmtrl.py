@@ -17,7 +17,7 @@ One task per member. Each round:
    do not depend on Ω, so the next W-step warm-starts from them: ``W ← U K_new``.
 
 With ``λ1 = 0`` the scalars of step 2 and ``U`` also give a lower bound on the optimum of the
-whole problem (:func:`~.omega.joint_dual_value`); the run ends (remaining rounds idle) once
+whole problem (:func:`~.omega.joint_dual_value`); the run ends (no more rounds) once
 the relative gap to it is below ``joint_tolerance`` at the target floor: W and Ω are then
 certified, whatever path the alternation took. Otherwise it ends once Ω has stopped moving
 (``omega_tolerance``) and the W-step is solved (``gap_tolerance``).
@@ -161,10 +161,13 @@ class DMTRL(Workflow):
         self.omega_converged = self.config.omega_updates == 0
         return {}
 
+    @property
+    def should_stop(self) -> bool:
+        """Converged (certified, or Ω settled and the W-step solved): no more rounds."""
+        return self.converged_round is not None
+
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
         cfg = self.config
-        if self.converged_round is not None:
-            return {"idle": True}
         m = grid.num_clients
         w = self.w
         # 1. Member i gets w_i only, and the scalars of its local subproblem.

@@ -144,9 +144,12 @@ class Relearn(_Baseline):
             self.extra_state["relearned_after"] = 0
         return {}
 
+    @property
+    def should_stop(self) -> bool:
+        """The forgotten data is recognised again: relearning has been measured."""
+        return "relearned_after" in self.extra_state
+
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
-        if "relearned_after" in self.extra_state:
-            return {"stopped": True}
         out = self.fedavg_step(grid, "train", self.config.local, with_request=False)
         if self.relearned(self.weights):
             self.extra_state["relearned_after"] = rnd

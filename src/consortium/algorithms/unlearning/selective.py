@@ -146,9 +146,12 @@ class SelectiveUnlearning(UnlearningWorkflow):
         return {"explaining_members": explained, "parameters_touched": touched}
 
     # -- 3: fine-tune only the mask, until the members find their data forgotten ------------
+    @property
+    def should_stop(self) -> bool:
+        """The members found their data forgotten: no more fine-tuning rounds."""
+        return "stopped_after" in self.extra_state
+
     def run_round(self, grid: Grid, rnd: int) -> dict[str, Any]:
-        if "stopped_after" in self.extra_state:
-            return {"stopped": True}
         if self.config.scheme == "server":
             return self._server_round(grid, rnd)
         cfg = self.config
