@@ -20,9 +20,11 @@ Aggregation = Literal["add", "average"]
 TaskKind = Literal["regression", "classification"]
 
 DEFAULT_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-#: Ω floors validated with λ2 when ``omega_floor`` is unset: 1e-6 is MTRL's closed form in all
-#: but name, 0.1 shrinks Ω well towards I/m (docs/methods/dmtrl.md).
-FLOOR_GRID: tuple[float, ...] = (1e-6, 1e-3, 1e-2, 1e-1)
+#: Ω floors validated with λ2 when ``omega_floor`` is unset: 1e-4 is MTRL's closed form to about
+#: six digits (Ω, regulariser) and the smallest floor whose optimum the joint certificate still
+#: resolves in float64 (at 1e-6 it cannot: docs/methods/dmtrl.md, "The Ω floor"); 0.1 shrinks Ω
+#: well towards I/m.
+FLOOR_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 class ValidatedConfig(MethodConfig):
