@@ -223,7 +223,7 @@ def add_unlearning_handlers(app: ClientApp, model_fn: ModelFn, device: str = "au
                 batches(),
                 cfg,
                 forget_kind=str(msg.config.get("forget_loss", "others")),
-                forget_weight=float(msg.config.get("forget_weight", 1.0)),
+                forget_weight=float(msg.config["forget_weight"]),
                 num_classes=int(msg.config["num_classes"]),
                 seed=ctx.seed,
                 stop=rule.stop_rule(model, fx, fy),

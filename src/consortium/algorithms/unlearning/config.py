@@ -58,7 +58,12 @@ class SelectiveOptions(AggregatingConfig):
         "model's own proportions), random_label (towards a random other class), ascent "
         "(negative CE, clipped) or uniform (KL to the uniform distribution)",
     )
-    forget_weight: float = Field(1.0, ge=0, description="weight of the forgetting term")
+    forget_weight: float = Field(
+        0.5,
+        ge=0,
+        description="weight of the forgetting term against the retained loss (0.5: one round "
+        "still forgets on every benchmark row and keeps more of the rest than 1.0)",
+    )
     forget_accuracy: float = Field(
         0.01,
         ge=0,
