@@ -17,6 +17,7 @@ other and prints one table.
 
     python benchmarks/aequa_overhead.py [--dataset fashion_mnist] [--model slim_cnn]
         [--rounds 30] [--samples 6000] [--narrow-every K] [--sub-batch S] [--algorithm1]
+        [--eval-every K]   # the accuracy curves too, to tell a trend from one round's noise
     python benchmarks/aequa_overhead.py --matrix [--seeds 0,1,2]
 """
 
@@ -26,7 +27,7 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,16 +43,18 @@ from consortium.training import LocalTrainConfig
 
 NEVER = 10**6
 #: The settings of ``--matrix``: (dataset, model, model options, training samples, rounds,
-#: batch size). The ResNet-18 keeps its depth (four stages of two blocks) at a quarter of the
-#: standard channels so its rounds fit a CPU; --model-options changes that. On digits it runs 60
-#: rounds: after 20, FedAvg's ResNet is still at 0.69 test accuracy (digits CNN: 0.94), and
-#: comparing two models that far from trained measures how fast each starts, not what it
-#: reaches (docs/methods/aequa.md, "Round time").
-MATRIX: list[tuple[str, str, dict[str, Any], int, int, int]] = [
-    ("fashion_mnist", "slim_cnn", {}, 6000, 30, 64),
-    ("digits", "slim_cnn", {}, 0, 30, 16),
-    ("fashion_mnist", "slim_resnet18", {"channels": [16, 32, 64, 128]}, 2000, 20, 64),
-    ("digits", "slim_resnet18", {"channels": [16, 32, 64, 128]}, 0, 60, 16),
+#: batch size, learning rate). The ResNet-18 keeps its depth (four stages of two blocks) at a
+#: quarter of the standard channels so its rounds fit a CPU; --model-options changes that. The
+#: ResNets run 60 rounds: after 20, FedAvg's digits ResNet is still at 0.69 test accuracy
+#: (digits CNN: 0.94), and comparing two models that far from trained measures how fast each
+#: starts, not what it reaches (docs/methods/aequa.md, "Round time"). The learning rate is the
+#: one FedAvg does best with: 0.05 everywhere except the Fashion-MNIST ResNet, where FedAvg at
+#: 0.05 swings by several points from round to round and ends lower than at 0.02.
+MATRIX: list[tuple[str, str, dict[str, Any], int, int, int, float]] = [
+    ("fashion_mnist", "slim_cnn", {}, 6000, 30, 64, 0.05),
+    ("digits", "slim_cnn", {}, 0, 30, 16, 0.05),
+    ("fashion_mnist", "slim_resnet18", {"channels": [16, 32, 64, 128]}, 2000, 60, 64, 0.02),
+    ("digits", "slim_resnet18", {"channels": [16, 32, 64, 128]}, 0, 60, 16, 0.05),
 ]
 
 
@@ -69,6 +72,8 @@ class Outcome:
     acc_aequa: float
     acc_aequa_pmin: float
     p_min: float
+    #: ``(round, FedAvg accuracy, Aequa accuracy)`` every ``--eval-every`` rounds (untimed).
+    curve: list[tuple[int, float, float]] = field(default_factory=list)
 
     @property
     def points(self) -> float:
@@ -97,6 +102,7 @@ def compare(
     aequa_options: dict[str, Any],
     clients: int = 10,
     seed: int = 0,
+    eval_every: int = 0,
 ) -> Outcome:
     """Train FedAvg and Aequa side by side for ``rounds`` rounds; time and score both."""
     data = build_data(dataset, clients, samples, seed)
@@ -124,6 +130,8 @@ def compare(
     grids = {n: LocalRuntime(app, data.client, data.num_clients, seed=seed) for n in sides}
     for wf in sides.values():
         wf.weights = dict(init)
+    score = WidthEvaluator(model_fn, data.test_x, data.test_y, "cpu")
+    curve: list[tuple[int, float, float]] = []
     wall: dict[str, list[float]] = {n: [] for n in sides}
     cpu: dict[str, list[float]] = {n: [] for n in sides}
     for rnd in range(1, rounds + 1):
@@ -135,9 +143,14 @@ def compare(
             if rnd > 1:  # the first round warms caches and allocators
                 wall[name].append(time.perf_counter() - w0)
                 cpu[name].append(time.process_time() - c0)
+        if eval_every and (rnd % eval_every == 0 or rnd == rounds):
+            accs = (score(sides["fedavg"].weights), score(sides["aequa"].weights))
+            curve.append((rnd, *accs))
+            print(
+                f"  round {rnd}: full-width test accuracy fedavg {accs[0]:.4f}, aequa {accs[1]:.4f}"
+            )
     ratios = [a / f for a, f in zip(wall["aequa"], wall["fedavg"], strict=True)]
     cpu_ratios = [a / f for a, f in zip(cpu["aequa"], cpu["fedavg"], strict=True)]
-    score = WidthEvaluator(model_fn, data.test_x, data.test_y, "cpu")
     q1, _, q3 = statistics.quantiles(cpu_ratios, n=4) if len(cpu_ratios) > 1 else [0, 0, 0]
     return Outcome(
         label=f"{data.name} / {model}",
@@ -150,6 +163,7 @@ def compare(
         acc_aequa=score(sides["aequa"].weights),
         acc_aequa_pmin=score(sides["aequa"].weights, aequa_cfg.p_min),
         p_min=aequa_cfg.p_min,
+        curve=curve,
     )
 
 
@@ -166,6 +180,13 @@ def report(out: Outcome) -> None:
         f"(difference {out.points:+.2f} points; target within 1); aequa at p_min={out.p_min:g}: "
         f"{out.acc_aequa_pmin:.4f}"
     )
+    if len(out.curve) > 1:
+        tail = out.curve[-5:]
+        diff = statistics.fmean(100 * (a - f) for _, f, a in tail)
+        print(
+            f"last {len(tail)} scores (rounds {tail[0][0]}-{tail[-1][0]}): difference "
+            f"{diff:+.2f} points on average"
+        )
 
 
 def main() -> None:
@@ -178,7 +199,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=30, help="rounds both train (and are timed)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument(
+        "--lr", type=float, help="learning rate (default 0.05; under --matrix each row's own)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--seeds",
@@ -193,6 +216,13 @@ def main() -> None:
     p.add_argument("--algorithm1", action="store_true", help="Algorithm 1 as reconstructed")
     p.add_argument("--distill", action="store_true", help="in-place distillation of sub-widths")
     p.add_argument("--matrix", action="store_true", help="the four settings of the docs")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="also score both full-width models every K rounds (untimed) and print the curve "
+        "and the mean difference over the last 5 scores (0: only after the last round)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -213,12 +243,13 @@ def main() -> None:
     if args.distill:
         aequa_options["distill"] = True
     effective = AequaConfig(**aequa_options)
+    lr_text = args.lr or ("per setting" if args.matrix else 0.05)
     print(
         f"aequa: training={effective.training} narrow_every={effective.narrow_every} "
         f"sub_batch={effective.sub_batch} p_min={effective.p_min} rule={effective.width_rule} "
         f"num_random={effective.num_random} distill={effective.distill}; {args.clients} members, "
         f"epochs={args.epochs}, "
-        f"lr={args.lr}, torch threads={torch.get_num_threads()}, seed={args.seed}"
+        f"lr={lr_text}, torch threads={torch.get_num_threads()}, seed={args.seed}"
     )
     settings = (
         MATRIX
@@ -231,21 +262,32 @@ def main() -> None:
                 args.samples,
                 args.rounds,
                 args.batch_size,
+                args.lr or 0.05,
             )
         ]
     )
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     rows: list[list[Outcome]] = []
-    for dataset, model, options, samples, rounds, batch in settings:
-        local = LocalTrainConfig(epochs=args.epochs, batch_size=batch, lr=args.lr)
+    for dataset, model, options, samples, rounds, batch, lr in settings:
+        lr = args.lr or lr
+        local = LocalTrainConfig(epochs=args.epochs, batch_size=batch, lr=lr)
         runs = []
         for seed in seeds:
             print(
                 f"\n{dataset} / {model} {options or ''}: {rounds} rounds, batch {batch}, "
-                f"seed {seed}"
+                f"lr {lr:g}, seed {seed}"
             )
             out = compare(
-                dataset, model, options, samples, rounds, local, aequa_options, args.clients, seed
+                dataset,
+                model,
+                options,
+                samples,
+                rounds,
+                local,
+                aequa_options,
+                args.clients,
+                seed,
+                args.eval_every,
             )
             report(out)
             runs.append(out)
